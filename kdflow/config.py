@@ -1,0 +1,162 @@
+"""Typed, validated params: the pydantic mirror of params.yaml, checked at every stage start."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from kdflow.errors import KdflowError
+
+DATA_SOURCES = ("mnist1d", "digits", "cifar10", "cifar100", "imagefolder")
+
+
+class _Section(BaseModel):
+    # A typo'd key must fail loudly instead of silently falling back to a default.
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class DataParams(_Section):
+    """Where the data comes from and how it is split."""
+
+    source: Literal["mnist1d", "digits", "cifar10", "cifar100", "imagefolder"] = "mnist1d"
+    path: str | None = None  # local folder for cifar10/cifar100/imagefolder
+    seed: int = Field(0, ge=0)
+    num_samples: int = Field(5000, ge=100)  # mnist1d: samples generated (80% train, 20% test)
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    test_fraction: float = Field(0.2, gt=0, lt=1)  # sources without an official test split
+    image_size: int = Field(32, ge=4, le=512)  # imagefolder: images are resized to this square
+
+    @model_validator(mode="after")
+    def _path_for_local_sources(self) -> DataParams:
+        if self.source in ("cifar10", "cifar100", "imagefolder") and not self.path:
+            raise ValueError(f"data.source {self.source!r} needs data.path (a local folder)")
+        return self
+
+
+class TrackingParams(_Section):
+    """Where MLflow runs go."""
+
+    uri: str | None = None  # None: sqlite:///<repo>/mlflow.db; MLFLOW_TRACKING_URI overrides
+    experiment: str = Field("kdflow", min_length=1)
+    required: bool = True  # False: an unreachable server falls back to the local store with a warning
+
+
+class RuntimeParams(_Section):
+    """Device and determinism for every training stage."""
+
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    deterministic: bool = True
+    threads: int = Field(0, ge=0)  # 0: leave torch's default
+    compile: bool = False  # torch.compile on CUDA
+
+
+class OptimParams(_Section):
+    """SGD with a multistep or cosine schedule."""
+
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    schedule: Literal["cosine", "multistep", "constant"] = "cosine"
+    milestones: list[int] = Field(default_factory=list)  # multistep: epochs where lr *= lr_decay
+    lr_decay: float = Field(0.1, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _milestones_inside_schedule(self) -> OptimParams:
+        bad = [m for m in self.milestones if not 0 < m < self.epochs]
+        if bad:
+            raise ValueError(f"milestones {bad} must lie in (0, epochs={self.epochs})")
+        return self
+
+
+class TeacherParams(_Section):
+    """The MLL teacher: architecture, seed and optimiser."""
+
+    model: str = "resnet20"
+    seed: int = Field(0, ge=0)
+    optim: OptimParams = OptimParams(epochs=30, batch_size=128, lr=0.05)
+
+
+class McmiParams(_Section):
+    """The MCMI fine-tune of the MLL teacher (ALGORITHMS §3)."""
+
+    lam: float = Field(0.15, alias="lambda", ge=0)
+    centroid_split: Literal["train", "val"] = "train"
+    centroid_floor: float = Field(0.0, ge=0, lt=1)
+    centroid_refresh: Literal["never", "epoch"] = "never"
+    select: Literal["cmi_within_acc", "best_acc"] = "cmi_within_acc"
+    max_acc_drop: float = Field(0.01, ge=0, le=1)
+    optim: OptimParams = OptimParams(epochs=10, batch_size=64, lr=0.01)
+
+
+class Params(_Section):
+    """Every knob of every stage; mirrors params.yaml."""
+
+    data: DataParams = DataParams()
+    tracking: TrackingParams = TrackingParams()
+    runtime: RuntimeParams = RuntimeParams()
+    teacher: TeacherParams = TeacherParams()
+    mcmi: McmiParams = McmiParams()
+
+
+def _format_error(error: dict[str, Any], raw: dict[str, Any]) -> str:
+    """Return one line naming the key, the bad value and what is allowed."""
+    loc = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        parent_loc, key = error["loc"][:-1], str(error["loc"][-1])
+        section: type[BaseModel] = Params
+        for part in parent_loc:
+            annotation = section.model_fields[_field_name(section, str(part))].annotation
+            section = annotation  # type: ignore[assignment]
+        allowed = [f.alias or n for n, f in section.model_fields.items()]
+        hint = difflib.get_close_matches(key, allowed, n=1)
+        suggestion = f" (did you mean {'.'.join([*map(str, parent_loc), hint[0]])!r}?)" if hint else ""
+        return f"unknown key {loc!r}{suggestion}; allowed keys here: {', '.join(allowed)}"
+    msg = error["msg"].removeprefix("Value error, ")
+    if not error["loc"]:
+        return msg
+    return f"{loc} = {error['input']!r} is invalid: {msg}"
+
+
+def _field_name(section: type[BaseModel], key: str) -> str:
+    for name, field in section.model_fields.items():
+        if key in (name, field.alias):
+            return name
+    raise KeyError(key)
+
+
+def parse_params(raw: dict[str, Any]) -> Params:
+    """Return validated Params from a params dict, or raise KdflowError with one line."""
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise KdflowError(f"params: {_format_error(first, raw)}") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Return the validated Params read from a YAML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise KdflowError(f"params file {str(path)!r} not found; run from the repository root")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise KdflowError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise KdflowError(f"{path}: expected a mapping of sections at the top level")
+    return parse_params(raw)
+
+
+def params_hash(section: BaseModel | dict[str, Any]) -> str:
+    """Return a short sha256 of the canonical JSON of a params section."""
+    data = section.model_dump(by_alias=True) if isinstance(section, BaseModel) else section
+    blob = json.dumps(data, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

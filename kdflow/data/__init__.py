@@ -1,0 +1,1 @@
+"""Data sources, canonical tables, splits and validation suites."""
