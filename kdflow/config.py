@@ -44,7 +44,9 @@ class TrackingParams(_Section):
 
     uri: str | None = None  # None: sqlite:///<repo>/mlflow.db; MLFLOW_TRACKING_URI overrides
     experiment: str = Field("kdflow", min_length=1)
-    required: bool = True  # False: an unreachable server falls back to the local store with a warning
+    required: bool = (
+        True  # False: an unreachable server falls back to the local store with a warning
+    )
 
 
 class RuntimeParams(_Section):
@@ -117,8 +119,12 @@ def _format_error(error: dict[str, Any], raw: dict[str, Any]) -> str:
             section = annotation  # type: ignore[assignment]
         allowed = [f.alias or n for n, f in section.model_fields.items()]
         hint = difflib.get_close_matches(key, allowed, n=1)
-        suggestion = f" (did you mean {'.'.join([*map(str, parent_loc), hint[0]])!r}?)" if hint else ""
+        suggestion = (
+            f" (did you mean {'.'.join([*map(str, parent_loc), hint[0]])!r}?)" if hint else ""
+        )
         return f"unknown key {loc!r}{suggestion}; allowed keys here: {', '.join(allowed)}"
+    if error["type"] == "missing":
+        return f"missing key {loc!r}; add it to params.yaml"
     msg = error["msg"].removeprefix("Value error, ")
     if not error["loc"]:
         return msg

@@ -66,3 +66,15 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def write_tsv(target: str | Path, rows: list[dict[str, Any]]) -> None:
+    """Write rows (same keys) as a tab-separated table with a header, atomically."""
+    columns = list(rows[0]) if rows else []
+    lines = ["\t".join(columns)]
+    lines += [
+        "\t".join(f"{row[c]:.6g}" if isinstance(row[c], float) else str(row[c]) for c in columns)
+        for row in rows
+    ]
+    with atomic_path(target) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")

@@ -171,6 +171,9 @@ def stage_run(
     logging.getLogger("alembic").setLevel(logging.WARNING)
     from mlflow.tracking import MlflowClient
 
+    # mlflow logs its SQLite schema setup at INFO; a stage's stderr stays for kdflow's own lines.
+    logging.getLogger("mlflow.store").setLevel(logging.WARNING)
+
     client = MlflowClient(tracking_uri=uri)
     try:
         experiment = client.get_experiment_by_name(params.tracking.experiment)

@@ -17,7 +17,11 @@ IMAGE_BYTES = 3 * 32 * 32
 # Folder names as the official archives extract, and the files each must hold.
 LAYOUTS: dict[str, dict[str, Any]] = {
     "cifar10": {
-        "bin": ("cifar-10-batches-bin", [f"data_batch_{i}.bin" for i in range(1, 6)], ["test_batch.bin"]),
+        "bin": (
+            "cifar-10-batches-bin",
+            [f"data_batch_{i}.bin" for i in range(1, 6)],
+            ["test_batch.bin"],
+        ),
         "py": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"]),
         "classes": 10,
     },
@@ -37,7 +41,14 @@ _ALLOWED_GLOBALS = {
     ("numpy.core.numeric", "_frombuffer"),
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
+    # Python 3 writes bytes in protocol-2 pickles as _codecs.encode(str, "latin1"); it only
+    # turns text into bytes (torch's weights_only unpickler admits it for the same reason).
+    ("_codecs", "encode"),
 }
+
+
+class ForbiddenGlobalError(pickle.UnpicklingError):
+    """A pickle asked for a global outside the CIFAR allow-list."""
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -46,7 +57,7 @@ class RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         """Return the allowed global, or raise UnpicklingError for anything else."""
         if (module, name) not in _ALLOWED_GLOBALS:
-            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
+            raise ForbiddenGlobalError(f"global {module}.{name} is not allowed")
         # numpy 2 moved numpy.core to numpy._core; files written by either must load.
         if module.startswith("numpy.core."):
             module = "numpy._core." + module.removeprefix("numpy.core.")
@@ -58,13 +69,14 @@ def restricted_load(path: Path) -> Any:
     try:
         with open(path, "rb") as handle:
             return RestrictedUnpickler(io.BufferedReader(handle), encoding="bytes").load()
-    except pickle.UnpicklingError as exc:
+    except ForbiddenGlobalError as exc:
         raise KdflowError(
             f"{path}: refused to unpickle ({exc}); official CIFAR python files hold only "
             "numpy arrays and lists"
         ) from None
-    except (EOFError, ValueError, TypeError, IndexError, KeyError) as exc:
-        raise KdflowError(f"{path}: corrupt or truncated pickle ({type(exc).__name__})") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError) as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        raise KdflowError(f"{path}: corrupt or truncated pickle ({reason})") from None
 
 
 def _expected_layout(source: str) -> str:
@@ -112,7 +124,8 @@ def _read_python(path: Path, source: str) -> tuple[np.ndarray, np.ndarray]:
     labels = np.asarray(batch[label_key], dtype=np.int64)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != IMAGE_BYTES:
         raise KdflowError(
-            f"{path}: data has shape {data.shape} and dtype {data.dtype}; expected N×{IMAGE_BYTES} uint8"
+            f"{path}: data has shape {data.shape} and dtype {data.dtype}; "
+            f"expected N×{IMAGE_BYTES} uint8"
         )
     if len(labels) != len(data):
         raise KdflowError(f"{path}: {len(labels)} labels for {len(data)} images")

@@ -12,7 +12,9 @@ from kdflow.config import DataParams
 from kdflow.errors import KdflowError
 from kdflow.registry import Registry
 
-RawData = dict[str, Any]  # x_train, y_train, x_test, y_test, input_shape, num_classes[, class_names]
+RawData = dict[
+    str, Any
+]  # x_train, y_train, x_test, y_test, input_shape, num_classes[, class_names]
 SOURCES: Registry[Callable[[DataParams], RawData]] = Registry("data source")
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
@@ -126,10 +128,14 @@ def load_imagefolder(params: DataParams) -> RawData:
         )
     size = params.image_size
 
-    def load(tree: Path, classes: list[str] | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
+    def load(
+        tree: Path, classes: list[str] | None = None
+    ) -> tuple[list[str], np.ndarray, np.ndarray]:
         found, samples = _scan_class_folders(tree)
         if classes is not None and found != classes:
-            raise KdflowError(f"{tree}: class folders {found} differ from the train tree's {classes}")
+            raise KdflowError(
+                f"{tree}: class folders {found} differ from the train tree's {classes}"
+            )
         if not samples:
             raise KdflowError(f"{tree}: no images with suffix {sorted(IMAGE_SUFFIXES)}")
         x = np.stack([_read_image(path, size) for path, _ in samples])

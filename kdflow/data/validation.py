@@ -46,7 +46,8 @@ def _suite(num_classes: int, feature_length: int, feature_dtype: str) -> list[An
 
     return [
         gxe.ExpectTableColumnsToMatchSet(
-            column_set=["sample_id", "label", "x_length", "x_nonfinite", "x_dtype"], exact_match=True
+            column_set=["sample_id", "label", "x_length", "x_nonfinite", "x_dtype"],
+            exact_match=True,
         ),
         gxe.ExpectTableRowCountToBeBetween(min_value=1),
         gxe.ExpectColumnValuesToNotBeNull(column="sample_id"),
@@ -55,7 +56,9 @@ def _suite(num_classes: int, feature_length: int, feature_dtype: str) -> list[An
         gxe.ExpectColumnValuesToNotBeNull(column="label"),
         gxe.ExpectColumnValuesToBeInTypeList(column="label", type_list=["int64", "Int64"]),
         gxe.ExpectColumnValuesToBeBetween(column="label", min_value=0, max_value=num_classes - 1),
-        gxe.ExpectColumnDistinctValuesToContainSet(column="label", value_set=list(range(num_classes))),
+        gxe.ExpectColumnDistinctValuesToContainSet(
+            column="label", value_set=list(range(num_classes))
+        ),
         gxe.ExpectColumnValuesToBeBetween(
             column="x_length", min_value=feature_length, max_value=feature_length
         ),
@@ -71,11 +74,15 @@ def _summarise_failure(split: str, result: dict[str, Any], rows: int) -> str:
     if "unexpected_count" in detail:
         sample = detail.get("partial_unexpected_list", [])[:5]
         found = f"{detail['unexpected_count']} of {rows} rows fail (e.g. {sample})"
-    elif "observed_value" in detail:
-        found = f"observed {detail['observed_value']}"
+    elif detail.get("partial_missing_list"):
+        missing = detail["partial_missing_list"][:5]
+        count = detail.get("missing_count")
+        found = f"{count} expected value(s) absent from {rows} rows (e.g. {missing})"
+    elif detail.get("observed_value") is not None:
+        found = f"observed {detail['observed_value']} in {rows} rows"
     else:
         info = result.get("exception_info") or {}
-        found = info.get("exception_message") or "failed"
+        found = f"{info.get('exception_message') or 'failed'} ({rows} rows)"
     column = kwargs.get("column")
     where = f"column {column!r}" if column else "table"
     return f"{split}: {config['type']} on {where}: {found}"
@@ -91,7 +98,6 @@ def validate_tables(
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
     import great_expectations.expectations as gxe
-
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")
@@ -116,7 +122,9 @@ def validate_tables(
         outcome = run(split, profile, _suite(num_classes, feature_length, feature_dtype))
         report["splits"][split] = outcome
         failures += [
-            _summarise_failure(split, r, profile.height) for r in outcome["results"] if not r["success"]
+            _summarise_failure(split, r, profile.height)
+            for r in outcome["results"]
+            if not r["success"]
         ]
     if all("sample_id" in p.columns for p in profiles.values()):
         combined = pl.concat([p.select("sample_id") for p in profiles.values()])

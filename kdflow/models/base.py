@@ -43,7 +43,9 @@ class KDModel(nn.Module):
             h = stage(h)
             features.append(h)
         embedding = self.head.embed(h)
-        return ModelOutput(logits=self.head.classify(embedding), features=features, embedding=embedding)
+        return ModelOutput(
+            logits=self.head.classify(embedding), features=features, embedding=embedding
+        )
 
     def split(self) -> tuple[nn.Module, list[nn.Module], nn.Module]:
         """Return (stem, [stage_1..stage_K], head) for model assembly."""

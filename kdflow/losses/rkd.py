@@ -1,0 +1,58 @@
+"""`rkd`: relational knowledge distillation (ALGORITHMS.md §4).
+
+    rkd | 25·smoothL1 of mean-normalised pairwise distances + 50·smoothL1 of triplet
+          angle cosines, on penultimate embeddings | 1
+
+The 25 and 50 are the overridable `distance_weight` and `angle_weight`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from kdflow.losses.base import LOGIT_KD_DEFAULTS, METHODS, DistillBatch, FeatureDistillMethod
+
+DISTANCE_FLOOR = 1e-12  # squared distances are clamped here so sqrt keeps a finite gradient
+
+
+def normalised_distances(embedding: Tensor) -> Tensor:
+    """Return the B×B pairwise Euclidean distances divided by their mean over distinct pairs."""
+    differences = embedding.unsqueeze(0) - embedding.unsqueeze(1)  # B×B×D
+    distances = differences.pow(2).sum(dim=2).clamp_min(DISTANCE_FLOOR).sqrt()
+    off_diagonal = ~torch.eye(len(embedding), dtype=torch.bool, device=embedding.device)
+    distances = distances * off_diagonal
+    # A batch of one has no pairs: the clamps keep 0/0 from turning into NaN.
+    mean = distances.sum() / off_diagonal.sum().clamp_min(1)
+    return distances / mean.clamp_min(DISTANCE_FLOOR)
+
+
+def triplet_angles(embedding: Tensor) -> Tensor:
+    """Return the B×B×B cosines of the angle at vertex i between samples j and k."""
+    directions = F.normalize(embedding.unsqueeze(0) - embedding.unsqueeze(1), dim=2)  # B×B×D
+    return directions @ directions.transpose(1, 2)
+
+
+@METHODS.register("rkd")
+class RKD(FeatureDistillMethod):
+    """Match the distance and angle structure of the batch's embeddings."""
+
+    term = "rkd"
+    defaults = {
+        **LOGIT_KD_DEFAULTS,
+        "beta": 1.0,
+        "distance_weight": 25.0,
+        "angle_weight": 50.0,
+    }
+
+    def feature_loss(self, batch: DistillBatch) -> Tensor:
+        """Return 25·distance loss + 50·angle loss on the embeddings."""
+        student = batch.students[0].embedding
+        teacher = batch.require_teacher().embedding
+        distance_loss = F.smooth_l1_loss(
+            normalised_distances(student), normalised_distances(teacher)
+        )
+        angle_loss = F.smooth_l1_loss(triplet_angles(student), triplet_angles(teacher))
+        hp = self.hparams
+        return hp["distance_weight"] * distance_loss + hp["angle_weight"] * angle_loss

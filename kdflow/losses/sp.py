@@ -1,0 +1,34 @@
+"""`sp`: similarity-preserving KD (ALGORITHMS.md §4).
+
+    sp | G = row-l2-normalise(A·Aᵀ), A = F flattened (B×·); ‖G_s − G_t‖²_F / B² per layer | 3000
+
+Applied to the last stage of each model, as in the SP paper and RepDistiller (whose
+β = 3000 is tuned for that single layer); the B×B Gram matrices need no width match.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from kdflow.losses.base import LOGIT_KD_DEFAULTS, METHODS, DistillBatch, FeatureDistillMethod
+
+
+def similarity_matrix(features: Tensor) -> Tensor:
+    """Return the row-l2-normalised B×B Gram matrix of the flattened features."""
+    flat = features.flatten(1)
+    return F.normalize(flat @ flat.t(), dim=1)
+
+
+@METHODS.register("sp")
+class SP(FeatureDistillMethod):
+    """Match the batch's pairwise-similarity pattern at the last stage."""
+
+    term = "sp"
+    defaults = {**LOGIT_KD_DEFAULTS, "beta": 3000.0}
+
+    def feature_loss(self, batch: DistillBatch) -> Tensor:
+        """Return ‖G_s − G_t‖²_F / B² at the last stage."""
+        g_s = similarity_matrix(batch.students[0].features[-1])
+        g_t = similarity_matrix(batch.require_teacher().features[-1])
+        return (g_s - g_t).pow(2).sum() / g_s.shape[0] ** 2

@@ -1,0 +1,1 @@
+"""The one trainer: loops, checkpoints, resume, devices and logging hooks."""

@@ -1,0 +1,65 @@
+"""Model files: weights plus the metadata that says what they apply to, loaded weights-only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kdflow.errors import KdflowError
+from kdflow.io import atomic_path
+from kdflow.models import build_model
+from kdflow.models.base import KDModel
+
+META_KEYS = ("arch", "input_shape", "num_classes", "data_hash")
+
+
+def data_fingerprint(meta: dict[str, Any]) -> str:
+    """Return the prepared data's identity: the train/val/test table hashes joined."""
+    return "-".join(meta["hashes"][s][:16] for s in ("train", "val", "test"))
+
+
+def save_model(path: str | Path, model: nn.Module, meta: dict[str, Any]) -> None:
+    """Write the model's weights with `meta` (arch, input_shape, num_classes…) atomically."""
+    missing = [k for k in META_KEYS if k not in meta]
+    if missing:
+        raise ValueError(f"model metadata lacks {missing}")
+    with atomic_path(path) as tmp:
+        torch.save({"meta": meta, "state_dict": model.state_dict()}, tmp)
+
+
+def load_model(
+    path: str | Path,
+    *,
+    expect: dict[str, Any] | None = None,
+    device: torch.device | str = "cpu",
+) -> tuple[KDModel, dict[str, Any]]:
+    """Return (model, meta) from a model file; metadata must match `expect` where given."""
+    path = Path(path)
+    if not path.is_file():
+        raise KdflowError(f"model file {path} not found; run the stage that trains it first")
+    try:
+        blob = torch.load(path, map_location=device, weights_only=True)
+        meta, state = blob["meta"], blob["state_dict"]
+    except Exception as exc:
+        raise KdflowError(
+            f"{path} is not a readable kdflow model file ({type(exc).__name__}); "
+            "rerun the stage that wrote it"
+        ) from None
+    for key, wanted in (expect or {}).items():
+        found = meta.get(key)
+        if isinstance(found, list | tuple):
+            found, wanted = list(found), list(wanted)
+        if found != wanted:
+            raise KdflowError(
+                f"{path} was trained for {key}={found!r} but this data has {key}={wanted!r}; "
+                "rerun the stage that trains it on the current data"
+            )
+    model = build_model(meta["arch"], tuple(meta["input_shape"]), int(meta["num_classes"]))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise KdflowError(f"{path}: weights do not fit {meta['arch']} ({str(exc)[:120]})") from None
+    return model.to(device), meta

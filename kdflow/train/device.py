@@ -1,0 +1,44 @@
+"""Device choice, seeding and determinism."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+from kdflow.errors import KdflowError
+
+
+def resolve_device(name: str) -> torch.device:
+    """Return the torch device for `runtime.device` (auto → cuda, mps, cpu)."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise KdflowError(
+            "runtime.device is 'cuda' but no CUDA GPU is visible to torch "
+            f"(torch {torch.__version__}); set runtime.device: auto or cpu"
+        )
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise KdflowError("runtime.device is 'mps' but MPS is not available; use auto or cpu")
+    return torch.device(name)
+
+
+def configure_runtime(seed: int, deterministic: bool, threads: int = 0) -> None:
+    """Seed python, numpy and torch; make kernels deterministic when asked."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if threads:
+        torch.set_num_threads(threads)
+    # cudnn.benchmark picks kernels by timing, so results would vary run to run.
+    torch.backends.cudnn.benchmark = False
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True

@@ -1,0 +1,54 @@
+"""Checks on what a training stage writes, and writing it (model, metrics, per-epoch TSV)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from kdflow.errors import KdflowError
+from kdflow.io import write_json, write_tsv
+from kdflow.train.checkpoint import save_model
+
+UNIT_INTERVAL_SUFFIXES = ("_acc", "_ece")
+
+
+def check_metrics(metrics: dict[str, Any], num_classes: int, path: str | Path) -> list[str]:
+    """Return the names of the checks run on a metrics record; raise KdflowError on a failure."""
+    checks = []
+    for key, value in metrics.items():
+        if key.endswith(UNIT_INTERVAL_SUFFIXES) and isinstance(value, float):
+            checks.append(f"{key} in [0, 1]")
+            if not 0.0 <= value <= 1.0:
+                raise KdflowError(f"{path}: {key} = {value} is outside [0, 1]; output not written")
+        if key.endswith("_cmi"):
+            checks.append(f"{key} >= 0")
+            if not (math.isfinite(value) and value >= -1e-9):
+                raise KdflowError(f"{path}: {key} = {value} is negative or not finite")
+        if key.endswith("per_class_acc"):
+            checks.append(f"{key} has {num_classes} entries")
+            if len(value) != num_classes:
+                raise KdflowError(f"{path}: {key} has {len(value)} entries, expected {num_classes}")
+    return checks
+
+
+def write_training_outputs(
+    *,
+    model: nn.Module,
+    model_meta: dict[str, Any],
+    metrics: dict[str, Any],
+    history: list[dict[str, float]],
+    model_path: str | Path,
+    metrics_path: str | Path,
+    plots_path: str | Path,
+    num_classes: int,
+) -> list[str]:
+    """Check the metrics, then write model, metrics JSON and per-epoch TSV; return checks run."""
+    checks = check_metrics(metrics, num_classes, metrics_path)
+    metrics = {**metrics, "validation": "passed"}
+    save_model(model_path, model, model_meta)
+    write_tsv(plots_path, history)
+    write_json(metrics_path, metrics)
+    return checks

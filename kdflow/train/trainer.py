@@ -1,0 +1,268 @@
+"""The one training loop: index batching on the device, per-epoch checkpoints, validation selection.
+
+The loss is a pluggable `Objective`; this file knows no method names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kdflow.config import OptimParams
+from kdflow.data.tensors import Split
+from kdflow.errors import KdflowError
+from kdflow.io import atomic_path
+from kdflow.metrics import summarize
+
+log = logging.getLogger(__name__)
+
+# (model, inputs B×…, labels B, positions of the batch in the training split B, epoch)
+#   → (logits B×C, named loss terms whose sum is minimised)
+Objective = Callable[
+    [nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, int],
+    tuple[torch.Tensor, dict[str, torch.Tensor]],
+]
+Selector = Callable[[list[dict[str, float]]], int]  # history → index of the epoch to keep
+
+
+def best_val_accuracy(history: list[dict[str, float]]) -> int:
+    """Return the index of the epoch with the highest validation accuracy (first on ties)."""
+    return max(range(len(history)), key=lambda i: (history[i]["val_acc"], -i))
+
+
+@dataclass
+class FitConfig:
+    """How to train: schedule, seed, device and where the resumable checkpoint lives."""
+
+    optim: OptimParams
+    seed: int
+    device: torch.device
+    checkpoint: Path | None = None
+    run_key: str = ""  # a checkpoint resumes only a run with the same key (params + data)
+    compile: bool = False
+    eval_batch_size: int = 1024
+
+
+@dataclass
+class FitResult:
+    """What `fit` returns: the selected epoch, per-epoch history and the selected weights."""
+
+    best_epoch: int  # 1-based
+    history: list[dict[str, float]]
+    best_state: dict[str, torch.Tensor]
+    best_extra_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    resumed_from: int = 0  # epochs already done when this call started
+
+
+def build_optimizer(params: list[nn.Parameter], optim: OptimParams) -> torch.optim.Optimizer:
+    """Return SGD with momentum and weight decay from params."""
+    return torch.optim.SGD(
+        params, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay
+    )
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, optim: OptimParams) -> Any:
+    """Return the per-epoch learning-rate schedule (cosine, multistep or constant)."""
+    if optim.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=optim.epochs)
+    if optim.schedule == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(
+            optimizer, milestones=optim.milestones, gamma=optim.lr_decay
+        )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+def _as_input(x: torch.Tensor) -> torch.Tensor:
+    # channels_last speeds up 2-D convolutions (measured ~1.3× on CIFAR ResNets on CPU).
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Return the model's float32 logits (N×C) for all inputs, in eval mode."""
+    was_training = model.training
+    model.eval()
+    device = x.device
+    with _autocast(device):
+        logits = [
+            model(_as_input(x[i : i + batch_size])).float() for i in range(0, len(x), batch_size)
+        ]
+    model.train(was_training)
+    return torch.cat(logits)
+
+
+def evaluate(
+    model: nn.Module, split: Split, num_classes: int, batch_size: int = 1024
+) -> dict[str, Any]:
+    """Return accuracy, ECE, NLL, CMI and per-class accuracy of `model` on `split`."""
+    return summarize(predict(model, split.x, batch_size), split.y, num_classes)
+
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    # One generator per epoch makes a resumed run shuffle exactly like an uninterrupted one.
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def _load_checkpoint(cfg: FitConfig) -> dict[str, Any] | None:
+    if cfg.checkpoint is None or not cfg.checkpoint.is_file():
+        return None
+    try:
+        state = torch.load(cfg.checkpoint, map_location=cfg.device, weights_only=True)
+    except Exception as exc:  # a checkpoint cut short by a kill is useless, not fatal
+        log.warning("ignoring unreadable checkpoint %s (%s)", cfg.checkpoint, type(exc).__name__)
+        return None
+    if state.get("run_key") != cfg.run_key:
+        log.warning("ignoring checkpoint %s: it belongs to other params or data", cfg.checkpoint)
+        return None
+    return state
+
+
+def _progress(total: int, label: str) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn(f"[bold]{label}[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"),
+        disable=not sys.stderr.isatty(),
+        transient=False,
+    )
+
+
+def fit(
+    model: nn.Module,
+    objective: Objective,
+    train: Split,
+    val: Split,
+    cfg: FitConfig,
+    *,
+    num_classes: int,
+    select: Selector = best_val_accuracy,
+    extra: nn.Module | None = None,
+    on_epoch_start: Callable[[int], None] | None = None,
+    on_epoch_end: Callable[[dict[str, float]], None] | None = None,
+    label: str = "train",
+) -> FitResult:
+    """Train `model` on `train` with `objective`, keep the epoch `select` prefers on `val`.
+
+    `extra` holds trainable parts a loss brings (regressors, embeddings); they are optimised
+    and checkpointed with the model. A checkpoint is written atomically after every epoch;
+    a later call with the same `cfg.run_key` resumes from it.
+    """
+    optim = cfg.optim
+    model.to(cfg.device)
+    if extra is not None:
+        extra.to(cfg.device)
+    parameters = list(model.parameters()) + (list(extra.parameters()) if extra is not None else [])
+    optimizer = build_optimizer(parameters, optim)
+    scheduler = build_scheduler(optimizer, optim)
+    history: list[dict[str, float]] = []
+    best_state: dict[str, torch.Tensor] = {}
+    best_extra: dict[str, torch.Tensor] = {}
+    start = 0
+
+    state = _load_checkpoint(cfg)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        if extra is not None:
+            extra.load_state_dict(state["extra"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history, best_state, best_extra = state["history"], state["best_state"], state["best_extra"]
+        start = len(history)
+        log.info("%s: resuming from checkpoint after epoch %d", label, start)
+
+    step_model = torch.compile(model) if cfg.compile and cfg.device.type == "cuda" else model
+    n = len(train)
+    with _progress(optim.epochs, label) as progress:
+        task = progress.add_task(label, total=optim.epochs, completed=start, status="")
+        for epoch in range(start, optim.epochs):
+            if on_epoch_start is not None:
+                on_epoch_start(epoch)
+            model.train()
+            if extra is not None:
+                extra.train()
+            order = torch.randperm(n, generator=_epoch_generator(cfg.seed, epoch)).to(cfg.device)
+            totals: dict[str, torch.Tensor] = {}
+            seen = 0
+            for begin in range(0, n, optim.batch_size):
+                index = order[begin : begin + optim.batch_size]
+                if len(index) < 2:  # BatchNorm cannot train on a single sample
+                    continue
+                with _autocast(cfg.device):
+                    _, terms = objective(
+                        step_model, _as_input(train.x[index]), train.y[index], index, epoch
+                    )
+                loss = torch.stack([t.float() for t in terms.values()]).sum()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                # Kept on the device: reading a value here would sync the GPU every step.
+                for name, term in terms.items():
+                    totals[name] = totals.get(name, 0) + term.detach().float() * len(index)
+                totals["loss"] = totals.get("loss", 0) + loss.detach() * len(index)
+                seen += len(index)
+            lr = optimizer.param_groups[0]["lr"]
+            scheduler.step()
+
+            row: dict[str, float] = {"epoch": epoch + 1, "lr": lr}
+            row |= {f"train_{k}": float(v) / seen for k, v in totals.items()}
+            if not math.isfinite(row["train_loss"]):
+                raise KdflowError(
+                    f"{label}: training loss became {row['train_loss']} in epoch {epoch + 1}; "
+                    "lower the learning rate or the loss weights"
+                )
+            summary = evaluate(model, val, num_classes, cfg.eval_batch_size)
+            row |= {f"val_{k}": v for k, v in summary.items() if k != "per_class_acc"}
+            history.append(row)
+            if select(history) == len(history) - 1:
+                best_state = copy.deepcopy(model.state_dict())
+                best_extra = copy.deepcopy(extra.state_dict()) if extra is not None else {}
+            if cfg.checkpoint is not None:
+                with atomic_path(cfg.checkpoint) as tmp:
+                    torch.save(
+                        {
+                            "run_key": cfg.run_key,
+                            "model": model.state_dict(),
+                            "extra": extra.state_dict() if extra is not None else {},
+                            "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(),
+                            "history": history,
+                            "best_state": best_state,
+                            "best_extra": best_extra,
+                        },
+                        tmp,
+                    )
+            if on_epoch_end is not None:
+                on_epoch_end(row)
+            status = f"loss {row['train_loss']:.4f}  val_acc {row['val_acc']:.4f}"
+            progress.update(task, advance=1, status=status)
+            if progress.disable:
+                log.info("%s: epoch %d/%d  %s", label, epoch + 1, optim.epochs, status)
+
+    best = select(history)
+    return FitResult(
+        best_epoch=best + 1,
+        history=history,
+        best_state=best_state,
+        best_extra_state=best_extra,
+        resumed_from=start,
+    )

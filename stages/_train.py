@@ -1,0 +1,130 @@
+"""What the training stages share: runtime set-up, the MLflow epoch hook, the final evaluation."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kdflow.config import Params, params_hash
+from kdflow.data.tensors import PreparedData, load_prepared
+from kdflow.tracking import StageRun, flatten, stage_run
+from kdflow.train.checkpoint import data_fingerprint
+from kdflow.train.device import configure_runtime, resolve_device
+from kdflow.train.outputs import write_training_outputs
+from kdflow.train.trainer import FitConfig, FitResult, evaluate
+
+PREPARED = Path("data/prepared")
+CHECKPOINTS = Path("checkpoints")
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingStage:
+    """A training stage in progress: its params, data, device and MLflow run."""
+
+    name: str
+    params: Params
+    data: PreparedData
+    device: torch.device
+    run: StageRun
+    started: float
+
+    def fit_config(self, optim: Any, seed: int, key_parts: dict[str, Any]) -> FitConfig:
+        """Return the trainer config with a checkpoint that resumes only this exact run."""
+        key = params_hash({"data": data_fingerprint(self.data.meta), **key_parts})
+        return FitConfig(
+            optim=optim,
+            seed=seed,
+            device=self.device,
+            checkpoint=CHECKPOINTS / f"{self.name}.pt",
+            run_key=key,
+            compile=self.params.runtime.compile,
+        )
+
+    def log_epoch(self) -> Callable[[dict[str, float]], None]:
+        """Return the per-epoch hook that sends a history row to MLflow."""
+        return lambda row: self.run.log_metrics(
+            {k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"])
+        )
+
+    def finish(
+        self,
+        model: nn.Module,
+        result: FitResult,
+        *,
+        arch: str,
+        outputs: dict[str, Path],
+        extra_metrics: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Evaluate the selected weights on val and test, write and log outputs; return metrics."""
+        model.load_state_dict(result.best_state)
+        val = evaluate(model, self.data.val, self.data.num_classes)
+        test = evaluate(model, self.data.test, self.data.num_classes)
+        metrics: dict[str, Any] = {f"val_{k}": v for k, v in val.items() if k != "per_class_acc"}
+        metrics |= {f"test_{k}": v for k, v in test.items() if k != "per_class_acc"}
+        metrics |= {
+            "per_class_acc": test["per_class_acc"],
+            "best_epoch": result.best_epoch,
+            "epochs": len(result.history),
+            "train_seconds": round(time.perf_counter() - self.started, 2),
+        }
+        metrics |= extra_metrics or {}
+        model_meta = {
+            "arch": arch,
+            "input_shape": list(self.data.input_shape),
+            "num_classes": self.data.num_classes,
+            "data_hash": data_fingerprint(self.data.meta),
+            "params_hash": params_hash(self.params),
+            "stage": self.name,
+        }
+        checks = write_training_outputs(
+            model=model,
+            model_meta=model_meta,
+            metrics=metrics,
+            history=result.history,
+            model_path=outputs["model"],
+            metrics_path=outputs["metrics"],
+            plots_path=outputs["plots"],
+            num_classes=self.data.num_classes,
+        )
+        self.run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
+        self.run.set_tags({"kdflow.validation": "passed"})
+        with tempfile.TemporaryDirectory() as tmp:
+            checks_file = Path(tmp) / "checks.json"
+            checks_file.write_text(json.dumps({"stage": self.name, "checks": checks}, indent=2))
+            self.run.log_artifact(checks_file, "validation")
+        self.run.log_artifact(outputs["metrics"])
+        (CHECKPOINTS / f"{self.name}.pt").unlink(missing_ok=True)
+        log.info(
+            "%s: val_acc %.4f  test_acc %.4f  test_cmi %.4f  (%d epochs, %.1f s)",
+            self.name,
+            metrics["val_acc"],
+            metrics["test_acc"],
+            metrics["test_cmi"],
+            metrics["epochs"],
+            metrics["train_seconds"],
+        )
+        return metrics
+
+
+@contextmanager
+def training_stage(name: str, params: Params, section: dict[str, Any]) -> Iterator[TrainingStage]:
+    """Yield a ready TrainingStage: seeded runtime, data on the device, an open MLflow run."""
+    started = time.perf_counter()
+    runtime = params.runtime
+    device = resolve_device(runtime.device)
+    configure_runtime(0, runtime.deterministic, runtime.threads)
+    data = load_prepared(PREPARED, device)
+    with stage_run(name, params, {"data": data_fingerprint(data.meta)}, device=str(device)) as run:
+        run.log_params(flatten(section))
+        yield TrainingStage(name, params, data, device, run, started)
