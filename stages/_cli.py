@@ -28,7 +28,7 @@ def run_stage(
     # Third-party libraries log at WARNING and above; kdflow's own progress at INFO.
     # A stage runs as `python -m stages.NAME`, so its own logger is "__main__".
     ours = ("kdflow", "stages", "__main__")
-    logging.basicConfig(level=logging.WARNING, format=f"{stage}: %(message)s", stream=sys.stderr)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     for name in ours:
         logging.getLogger(name).setLevel(logging.INFO)
     # Some libraries pin their loggers to INFO (Great Expectations); only kdflow's INFO shows.

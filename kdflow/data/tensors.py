@@ -67,7 +67,7 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
 
 def _to_split(table: pl.DataFrame, meta: dict[str, Any], device: torch.device) -> Split:
     shape = tuple(meta["input_shape"])
-    x = torch.from_numpy(np.ascontiguousarray(table["x"].to_numpy())).reshape(-1, *shape).float()
+    x = torch.from_numpy(np.array(table["x"].to_numpy())).reshape(-1, *shape).float()
     norm = meta["normalization"]
     stat_shape = (1, shape[0]) + (1,) * (len(shape) - 1)
     mean = torch.tensor(norm["mean"], dtype=torch.float32).reshape(stat_shape)

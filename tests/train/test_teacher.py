@@ -1,0 +1,104 @@
+"""Teacher objectives and selection rules of ALGORITHMS §1 and §3."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kdflow.data.tensors import Split
+from kdflow.models import build_model
+from kdflow.train.teacher import (
+    McmiObjective,
+    cmi_within_accuracy,
+    compute_centroids,
+    cross_entropy_objective,
+)
+
+
+def rows(*acc_cmi: tuple[float, float]) -> list[dict[str, float]]:
+    return [
+        {"epoch": i + 1, "val_acc": acc, "val_cmi": cmi} for i, (acc, cmi) in enumerate(acc_cmi)
+    ]
+
+
+def test_cmi_within_accuracy_picks_highest_cmi_among_eligible_epochs():
+    select = cmi_within_accuracy(reference_acc=0.75, max_drop=0.25)  # eligible: val_acc ≥ 0.5
+    history = rows((0.8, 0.10), (0.4, 0.90), (0.5, 0.30), (0.7, 0.20))
+
+    assert select(history) == 2  # 0.90 is higher, but its accuracy dropped too far
+
+
+def test_cmi_within_accuracy_takes_the_first_of_equal_cmi():
+    select = cmi_within_accuracy(reference_acc=0.75, max_drop=0.25)
+
+    assert select(rows((0.4, 0.9), (0.6, 0.3), (0.9, 0.3))) == 1
+
+
+def test_cmi_within_accuracy_falls_back_to_best_accuracy():
+    select = cmi_within_accuracy(reference_acc=0.9, max_drop=0.01)
+    history = rows((0.5, 0.4), (0.7, 0.1), (0.6, 0.8), (0.7, 0.2))
+
+    assert select(history) == 1  # none within 0.01 of 0.9: best accuracy, first on ties
+
+
+def _batch() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    model = build_model("mlp", (1, 12), 5).double().eval()
+    x = torch.randn(32, 1, 12, dtype=torch.float64)
+    y = torch.arange(32) % 5
+    centroids = torch.rand(5, 5, dtype=torch.float64) ** 4  # some entries below the floor
+    centroids[0, 3] = 0.0
+    return model, x, y, centroids / centroids.sum(dim=1, keepdim=True)
+
+
+@pytest.mark.parametrize("floor", [0.0, 1e-2])
+def test_mcmi_objective_terms_are_ce_and_minus_lambda_cmi(floor):
+    model, x, y, centroids = _batch()
+    objective = McmiObjective(centroids, lam=0.15, floor=floor)
+
+    logits, terms = objective(model, x, y, torch.arange(32), epoch=0)
+
+    with torch.no_grad():
+        expected_logits = model(x)
+    assert torch.equal(logits.detach(), expected_logits)
+    assert set(terms) == {"ce", "cmi"}
+    probs = expected_logits.softmax(dim=1).tolist()
+    ce = -sum(math.log(probs[i][int(y[i])]) for i in range(32)) / 32
+    kl = [
+        sum(
+            p * (math.log(p) - math.log(max(float(centroids[y[i], k]), floor, 1e-12)))
+            for k, p in enumerate(probs[i])
+        )
+        for i in range(32)
+    ]
+    assert terms["ce"].item() == pytest.approx(ce, rel=1e-10)
+    assert terms["cmi"].item() == pytest.approx(-0.15 * sum(kl) / 32, rel=1e-8)
+    assert terms["cmi"].item() < 0  # a KL is non-negative, so the term rewards higher CMI
+
+
+def test_cross_entropy_objective_is_mean_cross_entropy():
+    model, x, y, _ = _batch()
+
+    logits, terms = cross_entropy_objective(model, x, y, torch.arange(32), 0)
+
+    assert set(terms) == {"ce"}
+    assert terms["ce"].item() == pytest.approx(F.cross_entropy(model(x), y).item(), rel=1e-12)
+    assert logits.shape == (32, 5)
+
+
+def test_compute_centroids_are_class_means_of_softmax():
+    model, x, y, _ = _batch()
+    model = model.float()
+    split = Split(x.float(), y, torch.arange(32))
+
+    centroids = compute_centroids(model, split, 5)
+
+    with torch.no_grad():
+        probs = model(x.float()).softmax(dim=1)
+    for c in range(5):
+        mean = probs[y == c].mean(dim=0)
+        assert torch.allclose(centroids[c], mean / mean.sum(), atol=1e-6)
+    assert torch.allclose(centroids.sum(dim=1), torch.ones(5), atol=1e-6)
