@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from kdflow.errors import KdflowError
+from kdflow.names import METHOD_NAMES, MODEL_NAMES
 
 DATA_SOURCES = ("mnist1d", "digits", "cifar10", "cifar100", "imagefolder")
 
@@ -81,21 +82,67 @@ class OptimParams(_Section):
 class TeacherParams(_Section):
     """The MLL teacher: architecture, seed and optimiser."""
 
-    model: str = "resnet20"
+    model: str = "resnet8"
     seed: int = Field(0, ge=0)
     optim: OptimParams = OptimParams(epochs=30, batch_size=128, lr=0.05)
+
+    @model_validator(mode="after")
+    def _known_model(self) -> TeacherParams:
+        _check_model_name("teacher.model", self.model)
+        return self
+
+
+def _check_model_name(key: str, name: str) -> None:
+    if name not in MODEL_NAMES:
+        raise ValueError(f"{key} {name!r} is not a known model; known: {', '.join(MODEL_NAMES)}")
 
 
 class McmiParams(_Section):
     """The MCMI fine-tune of the MLL teacher (ALGORITHMS §3)."""
 
-    lam: float = Field(0.15, alias="lambda", ge=0)
-    centroid_split: Literal["train", "val"] = "train"
-    centroid_floor: float = Field(0.0, ge=0, lt=1)
+    lam: float = Field(0.5, alias="lambda", ge=0)
+    centroid_split: Literal["train", "val"] = "val"
+    centroid_floor: float = Field(1e-4, ge=0, lt=1)
     centroid_refresh: Literal["never", "epoch"] = "never"
     select: Literal["cmi_within_acc", "best_acc"] = "cmi_within_acc"
     max_acc_drop: float = Field(0.01, ge=0, le=1)
-    optim: OptimParams = OptimParams(epochs=10, batch_size=64, lr=0.01)
+    optim: OptimParams = OptimParams(epochs=8, batch_size=64, lr=0.001)
+
+
+class DistillParams(_Section):
+    """The student grid: teachers × methods × protocols × seeds (ALGORITHMS §4–5)."""
+
+    student: str = "cnn3"
+    teachers: list[Literal["mll", "mcmi"]] = Field(default_factory=lambda: ["mll", "mcmi"])
+    methods: list[str] = Field(default_factory=lambda: ["kd", "dkd", "pkt"])
+    protocols: list[Literal["full", "fewshot", "zeroshot"]] = Field(
+        default_factory=lambda: ["full", "fewshot", "zeroshot"]
+    )
+    seeds: list[int] = Field(default_factory=lambda: [0, 1])
+    fewshot_fraction: float = Field(0.1, gt=0, le=1)
+    omit: list[int] = Field(default_factory=lambda: [9])  # zeroshot: classes the student never sees
+    cache_teacher: bool = True  # reuse teacher outputs across epochs (inputs not augmented)
+    method_params: dict[str, dict[str, float]] = Field(default_factory=dict)
+    optim: OptimParams = OptimParams(epochs=30, batch_size=64, lr=0.05)
+
+    @model_validator(mode="after")
+    def _known_methods(self) -> DistillParams:
+        _check_model_name("distill.student", self.student)
+        for where, names in (
+            ("distill.methods", self.methods),
+            ("distill.method_params", list(self.method_params)),
+        ):
+            unknown = [n for n in names if n not in METHOD_NAMES]
+            if unknown:
+                raise ValueError(
+                    f"unknown method(s) {', '.join(map(repr, unknown))} in {where}; "
+                    f"known: {', '.join(METHOD_NAMES)}"
+                )
+        if len(set(self.seeds)) != len(self.seeds) or any(s < 0 for s in self.seeds):
+            raise ValueError(f"distill.seeds {self.seeds} must be distinct and ≥ 0")
+        if not self.omit:
+            raise ValueError("distill.omit needs at least one class for the zeroshot protocol")
+        return self
 
 
 class Params(_Section):
@@ -106,6 +153,7 @@ class Params(_Section):
     runtime: RuntimeParams = RuntimeParams()
     teacher: TeacherParams = TeacherParams()
     mcmi: McmiParams = McmiParams()
+    distill: DistillParams = DistillParams()
 
 
 def _format_error(error: dict[str, Any], raw: dict[str, Any]) -> str:
@@ -126,8 +174,9 @@ def _format_error(error: dict[str, Any], raw: dict[str, Any]) -> str:
     if error["type"] == "missing":
         return f"missing key {loc!r}; add it to params.yaml"
     msg = error["msg"].removeprefix("Value error, ")
-    if not error["loc"]:
-        return msg
+    if not error["loc"] or isinstance(error["input"], dict):
+        # A section-level check: its message names the offending key itself.
+        return f"{loc}: {msg}" if loc else msg
     return f"{loc} = {error['input']!r} is invalid: {msg}"
 
 

@@ -17,11 +17,12 @@ from torch import nn
 
 from kdflow.config import Params, params_hash
 from kdflow.data.tensors import PreparedData, load_prepared
+from kdflow.metrics import summarize
 from kdflow.tracking import StageRun, flatten, stage_run
 from kdflow.train.checkpoint import data_fingerprint
 from kdflow.train.device import configure_runtime, resolve_device
-from kdflow.train.outputs import write_training_outputs
-from kdflow.train.trainer import FitConfig, FitResult, evaluate
+from kdflow.train.outputs import check_logits, write_training_outputs
+from kdflow.train.trainer import FitConfig, FitResult, predict
 
 PREPARED = Path("data/prepared")
 CHECKPOINTS = Path("checkpoints")
@@ -65,11 +66,22 @@ class TrainingStage:
         arch: str,
         outputs: dict[str, Path],
         extra_metrics: dict[str, Any] | None = None,
+        selected_state: bool = True,
     ) -> dict[str, Any]:
-        """Evaluate the selected weights on val and test, write and log outputs; return metrics."""
-        model.load_state_dict(result.best_state)
-        val = evaluate(model, self.data.val, self.data.num_classes)
-        test = evaluate(model, self.data.test, self.data.num_classes)
+        """Evaluate the selected weights on val and test, write and log outputs; return metrics.
+
+        `selected_state=False` means the caller already loaded the selected weights into
+        `model` (a student inside a peer group, say).
+        """
+        if selected_state:
+            model.load_state_dict(result.best_state)
+        val_logits = predict(model, self.data.val.x)
+        test_logits = predict(model, self.data.test.x)
+        checks = check_logits(val_logits, outputs["metrics"]) + check_logits(
+            test_logits, outputs["metrics"]
+        )
+        val = summarize(val_logits, self.data.val.y, self.data.num_classes)
+        test = summarize(test_logits, self.data.test.y, self.data.num_classes)
         metrics: dict[str, Any] = {f"val_{k}": v for k, v in val.items() if k != "per_class_acc"}
         metrics |= {f"test_{k}": v for k, v in test.items() if k != "per_class_acc"}
         metrics |= {
@@ -79,6 +91,7 @@ class TrainingStage:
             "train_seconds": round(time.perf_counter() - self.started, 2),
         }
         metrics |= extra_metrics or {}
+        metrics["mlflow_run_id"] = self.run.run_id
         model_meta = {
             "arch": arch,
             "input_shape": list(self.data.input_shape),
@@ -87,7 +100,7 @@ class TrainingStage:
             "params_hash": params_hash(self.params),
             "stage": self.name,
         }
-        checks = write_training_outputs(
+        checks += write_training_outputs(
             model=model,
             model_meta=model_meta,
             metrics=metrics,

@@ -31,6 +31,7 @@ def main(args: argparse.Namespace) -> None:
             "class_counts": meta["class_counts"],
             "validation": meta["validation"],
             "seconds": round(time.perf_counter() - started, 2),
+            "mlflow_run_id": run.run_id,
         }
         write_json(METRICS, metrics)
         run.log_params(flatten(params.data.model_dump(), "data."))

@@ -120,7 +120,7 @@ def test_milestones_outside_epochs_name_the_bad_milestone(tmp_path, full_params)
 
     message = _load_error(tmp_path, full_params)
 
-    assert message.startswith("params: teacher.optim = ")
+    assert message.startswith("params: teacher.optim: ")
     assert "milestones [30, 45] must lie in (0, epochs=30)" in message
 
 

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from kdflow.errors import KdflowError
@@ -52,3 +53,19 @@ def write_training_outputs(
     write_tsv(plots_path, history)
     write_json(metrics_path, metrics)
     return checks
+
+
+def check_logits(logits: torch.Tensor, where: str | Path) -> list[str]:
+    """Return the checks run on a model's logits (N×C); raise KdflowError on a failure."""
+    finite = torch.isfinite(logits)
+    if not bool(finite.all()):
+        rows = (~finite).any(dim=1).nonzero().flatten()[:5].tolist()
+        raise KdflowError(
+            f"{where}: {int((~finite).any(dim=1).sum())} sample(s) have non-finite logits "
+            f"(rows {rows}); output not written"
+        )
+    sums = logits.double().softmax(dim=1).sum(dim=1)
+    worst = float((sums - 1).abs().max()) if len(sums) else 0.0
+    if worst > 1e-5:
+        raise KdflowError(f"{where}: probabilities sum to 1 ± {worst:.2e} (> 1e-5); not written")
+    return ["logits finite", "probabilities sum to 1 within 1e-5"]

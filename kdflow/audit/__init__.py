@@ -1,0 +1,1 @@
+"""Reproducibility audit: can the numbers in the report be trusted?"""

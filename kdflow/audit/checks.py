@@ -1,0 +1,274 @@
+"""The audit's checks; each returns a CheckResult and never raises for a failed check."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from kdflow.tracking import LINEAGE_TAGS, package_versions
+
+VOLATILE_KEYS = {"train_seconds", "mlflow_run_id", "seconds", "validation_seconds"}
+
+
+@dataclass
+class CheckResult:
+    """One audit verdict: a name, pass/fail and the reason."""
+
+    name: str
+    passed: bool
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the result as a JSON-able dict."""
+        return asdict(self)
+
+
+def _dvc(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    dvc = Path(sys.executable).with_name("dvc")
+    command = [str(dvc) if dvc.exists() else "dvc", *args]
+    return subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=600)
+
+
+def _changed_params(
+    root: Path, lock: dict[str, Any], stage: str, path: str, params: dict[str, str]
+) -> list[str]:
+    """Return the dotted names of the changed params: DVC names only the tracked section."""
+    import yaml
+
+    from kdflow.tracking import flatten
+
+    locked = lock.get("stages", {}).get(stage, {}).get("params", {}).get(path, {})
+    try:
+        current = yaml.safe_load((root / path).read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        current = {}
+    names = []
+    for key, status in sorted(params.items()):
+        new: Any = current
+        for part in key.split("."):
+            new = new.get(part) if isinstance(new, dict) else None
+        old = locked.get(key)
+        if status == "modified" and isinstance(old, dict) and isinstance(new, dict):
+            before, after = flatten(old, f"{key}."), flatten(new, f"{key}.")
+            names += [
+                k for k in sorted(before.keys() | after.keys()) if before.get(k) != after.get(k)
+            ]
+        else:
+            names.append(f"{key} {status}")
+    return names
+
+
+def _describe_changes(root: Path, lock: dict[str, Any], stage: str, changes: list[Any]) -> str:
+    kinds = set()
+    for change in changes:
+        if not isinstance(change, dict):
+            kinds.add(str(change))
+            continue
+        for key, value in change.items():
+            if not isinstance(value, dict):
+                kinds.add(f"{key}: {value}")
+                continue
+            paths = [
+                f"{path} ({', '.join(_changed_params(root, lock, stage, path, status))})"
+                if isinstance(status, dict)
+                else path
+                for path, status in sorted(value.items())
+            ]
+            kinds.add(f"{key}: {', '.join(paths)}")
+    return "; ".join(sorted(kinds))
+
+
+def check_dvc_status(root: Path) -> CheckResult:
+    """Return whether dvc.lock matches the workspace (dvc status is clean)."""
+    out = _dvc(root, "status", "--json")
+    if out.returncode != 0:
+        return CheckResult("dvc.lock matches workspace", False, out.stderr.strip()[:300])
+    status = json.loads(out.stdout or "{}")
+    if not status:
+        return CheckResult("dvc.lock matches workspace", True, "dvc status: clean")
+
+    def tampered_first(item: tuple[str, list[Any]]) -> tuple[bool, str]:
+        # A stage whose own outputs changed is where the workspace was touched; its
+        # downstream stages only report changed deps, so they come after it.
+        stage, changes = item
+        return (not any(isinstance(c, dict) and "changed outs" in c for c in changes), stage)
+
+    lock = _load_lock(root)
+    parts = [
+        f"{stage} ({_describe_changes(root, lock, stage, changes)})"
+        for stage, changes in sorted(status.items(), key=tampered_first)
+    ]
+    return CheckResult(
+        "dvc.lock matches workspace",
+        False,
+        f"{len(status)} stage(s) changed: " + ", ".join(parts[:5]),
+    )
+
+
+def reported_runs(root: Path) -> dict[str, dict[str, Any]]:
+    """Return {model name: its stage metrics} for every model in metrics/eval.json."""
+    evaluation = json.loads((root / "metrics/eval.json").read_text())
+    runs = {}
+    for name in evaluation["models"]:
+        kind, stem = name.split("/")
+        runs[name] = json.loads((root / "metrics" / kind / f"{stem}.json").read_text())
+    return runs
+
+
+def check_lineage(root: Path, tracking_uri: str) -> CheckResult:
+    """Return whether every reported model traces to an MLflow run with complete lineage."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    name = "every reported figure has an MLflow run with lineage"
+    try:
+        runs = reported_runs(root)
+    except (OSError, KeyError, json.JSONDecodeError) as exc:
+        return CheckResult(name, False, f"cannot read the evaluated models ({exc})")
+    client = MlflowClient(tracking_uri=tracking_uri)
+    problems = []
+    for model, metrics in runs.items():
+        run_id = metrics.get("mlflow_run_id")
+        if not run_id:
+            problems.append(f"{model}: no mlflow_run_id")
+            continue
+        try:
+            run = client.get_run(run_id)
+        except MlflowException:
+            problems.append(f"{model}: MLflow run {run_id} not found")
+            continue
+        if run.info.lifecycle_stage != "active":
+            problems.append(f"{model}: MLflow run {run_id} is deleted")
+            continue
+        missing = [t for t in LINEAGE_TAGS if not run.data.tags.get(t)]
+        if missing:
+            problems.append(f"{model}: run {run_id} lacks tags {missing}")
+        if run.data.tags.get("kdflow.validation") != "passed":
+            problems.append(f"{model}: run {run_id} has no passed validation tag")
+        logged = run.data.metrics.get("test_acc")
+        if logged is not None and abs(logged - metrics["test_acc"]) > 1e-9:
+            problems.append(
+                f"{model}: metrics file test_acc {metrics['test_acc']} ≠ MLflow run's {logged}"
+            )
+    if problems:
+        return CheckResult(name, False, f"{len(problems)} problem(s): " + "; ".join(problems[:4]))
+    return CheckResult(name, True, f"{len(runs)} models traced to MLflow runs")
+
+
+def _stage_metrics_paths(root: Path, stage: str) -> list[str]:
+    lock = _load_lock(root)
+    entry = lock.get("stages", {}).get(stage)
+    if entry is None:
+        return []
+    return [o["path"] for o in entry.get("outs", []) if str(o["path"]).startswith("metrics/")]
+
+
+def _load_lock(root: Path) -> dict[str, Any]:
+    import yaml
+
+    path = root / "dvc.lock"
+    return yaml.safe_load(path.read_text()) if path.is_file() else {}
+
+
+def _comparable(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if k not in VOLATILE_KEYS}
+
+
+def _differences(a: Any, b: Any, tolerance: float, where: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in sorted(set(a) | set(b)):
+            if key not in a or key not in b:
+                out.append(f"{where}{key} present in one run only")
+            else:
+                out += _differences(a[key], b[key], tolerance, f"{where}{key}.")
+        return out
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [
+            d
+            for i, (x, y) in enumerate(zip(a, b, strict=True))
+            for d in _differences(x, y, tolerance, f"{where}{i}.")
+        ]
+    if isinstance(a, int | float) and isinstance(b, int | float) and not isinstance(a, bool):
+        if abs(a - b) > tolerance:
+            return [f"{where.rstrip('.')}: {a} vs {b}"]
+        return []
+    return [] if a == b else [f"{where.rstrip('.')}: {a!r} vs {b!r}"]
+
+
+def rerun_stage(root: Path, stage: str, tolerance: float) -> CheckResult:
+    """Re-execute a stage from its locked inputs in a scratch copy; compare its metrics."""
+    name = f"rerun {stage} reproduces its metrics"
+    lock = _load_lock(root).get("stages", {})
+    if stage not in lock:
+        return CheckResult(
+            name, False, f"stage {stage!r} is not in dvc.lock; known: {', '.join(sorted(lock))}"
+        )
+    metrics_paths = _stage_metrics_paths(root, stage)
+    if not metrics_paths:
+        return CheckResult(name, False, f"stage {stage!r} writes no metrics file to compare")
+    entry = lock[stage]
+    with tempfile.TemporaryDirectory(prefix="kdflow-audit-") as scratch:
+        work = Path(scratch) / "ws"
+        tracked = subprocess.run(
+            ["git", "ls-files", "-z"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.split("\0")
+        for rel in filter(None, tracked):
+            if (root / rel).is_file():
+                (work / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(root / rel, work / rel)
+        for dep in entry.get("deps", []):
+            source = root / dep["path"]
+            target = work / dep["path"]
+            if source.is_dir():
+                shutil.copytree(source, target, dirs_exist_ok=True)
+            elif source.is_file():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, target)
+        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{Path(scratch) / 'mlflow.db'}"}
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        env.pop("KDFLOW_PARENT_RUN_ID", None)
+        out = subprocess.run(
+            entry["cmd"],
+            shell=True,
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=3600,
+        )
+        if out.returncode != 0:
+            tail = (out.stderr.strip().splitlines() or ["no output"])[-1]
+            return CheckResult(name, False, f"rerun failed (exit {out.returncode}): {tail}")
+        differences = []
+        for rel in metrics_paths:
+            locked = json.loads((root / rel).read_text())
+            fresh = json.loads((work / rel).read_text())
+            differences += _differences(_comparable(locked), _comparable(fresh), tolerance)
+    if differences:
+        return CheckResult(
+            name, False, f"{len(differences)} difference(s): " + "; ".join(differences[:4])
+        )
+    exact = "bit-identical" if tolerance == 0 else f"within {tolerance}"
+    return CheckResult(name, True, f"{', '.join(metrics_paths)} {exact}")
+
+
+def environment() -> dict[str, Any]:
+    """Return the environment the audit ran in (python, packages, torch and CUDA)."""
+    info: dict[str, Any] = {"packages": package_versions(), "platform": sys.platform}
+    try:
+        import torch
+
+        info["cuda"] = torch.version.cuda
+        info["cuda_available"] = torch.cuda.is_available()
+        info["threads"] = torch.get_num_threads()
+    except ImportError:
+        info["torch"] = None
+    return info

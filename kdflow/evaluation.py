@@ -1,0 +1,153 @@
+"""One evaluation path for every trained model, and Great Expectations over its outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import torch
+
+from kdflow.data.tensors import PreparedData
+from kdflow.errors import KdflowError
+from kdflow.metrics import summarize
+from kdflow.train.checkpoint import data_fingerprint, load_model
+from kdflow.train.outputs import check_logits
+from kdflow.train.trainer import predict
+
+
+def find_models(models_dir: Path, metrics_dir: Path) -> list[dict[str, Any]]:
+    """Return one entry per trained model: name, kind, model path and its stage's metrics."""
+    entries = []
+    for kind in ("teacher", "distill"):
+        for path in sorted((models_dir / kind).glob("*.pt")):
+            metrics_path = metrics_dir / kind / f"{path.stem}.json"
+            if not metrics_path.is_file():
+                raise KdflowError(f"{path} has no metrics file {metrics_path}; rerun its stage")
+            entries.append(
+                {
+                    "name": f"{kind}/{path.stem}",
+                    "kind": kind,
+                    "model": path,
+                    "stage_metrics": json.loads(metrics_path.read_text()),
+                }
+            )
+    if not entries:
+        raise KdflowError(f"no trained models under {models_dir}; run the training stages first")
+    return entries
+
+
+def evaluate_model(
+    entry: dict[str, Any], data: PreparedData
+) -> tuple[dict[str, Any], pl.DataFrame]:
+    """Return a model's evaluation record and its per-sample test predictions."""
+    model, meta = load_model(
+        entry["model"],
+        expect={"data_hash": data_fingerprint(data.meta), "num_classes": data.num_classes},
+        device=data.test.x.device,
+    )
+    logits = predict(model, data.test.x)
+    check_logits(logits, entry["model"])
+    test = summarize(logits, data.test.y, data.num_classes)
+    stage = entry["stage_metrics"]
+    record: dict[str, Any] = {
+        "name": entry["name"],
+        "kind": entry["kind"],
+        "arch": meta["arch"],
+        **{k: stage[k] for k in ("teacher", "method", "protocol", "seed") if k in stage},
+        **{f"test_{k}": v for k, v in test.items() if k != "per_class_acc"},
+        "per_class_acc": test["per_class_acc"],
+    }
+    if entry["kind"] == "teacher":
+        record["val_cmi"] = summarize(predict(model, data.val.x), data.val.y, data.num_classes)[
+            "cmi"
+        ]
+    omit = stage.get("omit")
+    if omit:
+        mask = torch.isin(data.test.y, torch.tensor(omit, device=data.test.y.device))
+        record["omitted_acc"] = float((logits[mask].argmax(1) == data.test.y[mask]).float().mean())
+        record["omit"] = list(omit)
+    probs = logits.double().softmax(dim=1)
+    predictions = pl.DataFrame(
+        {
+            "model": [entry["name"]] * len(probs),
+            "sample_id": data.test.ids.cpu().numpy(),
+            "label": data.test.y.cpu().numpy(),
+            "pred": probs.argmax(1).cpu().numpy(),
+            "max_prob": probs.max(1).values.cpu().numpy(),
+            "prob_sum": probs.sum(1).cpu().numpy(),
+        }
+    )
+    return record, predictions
+
+
+def validate_evaluation(
+    predictions: pl.DataFrame, records: list[dict[str, Any]], num_classes: int
+) -> dict[str, Any]:
+    """Run Great Expectations over all predictions and metrics records; return the results.
+
+    Raises KdflowError naming each failed expectation.
+    """
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    source = context.data_sources.add_pandas(name="kdflow_eval")
+    flat = pl.DataFrame([{k: v for k, v in r.items() if not isinstance(v, list)} for r in records])
+    suites = {
+        "predictions": (
+            predictions,
+            [
+                gxe.ExpectColumnValuesToNotBeNull(column="pred"),
+                gxe.ExpectColumnValuesToBeBetween(
+                    column="prob_sum", min_value=1 - 1e-5, max_value=1 + 1e-5
+                ),
+                gxe.ExpectColumnValuesToBeBetween(column="max_prob", min_value=0, max_value=1),
+                gxe.ExpectColumnValuesToBeBetween(
+                    column="pred", min_value=0, max_value=num_classes - 1
+                ),
+                gxe.ExpectColumnValuesToBeBetween(
+                    column="label", min_value=0, max_value=num_classes - 1
+                ),
+                gxe.ExpectCompoundColumnsToBeUnique(column_list=["model", "sample_id"]),
+            ],
+        ),
+        "records": (
+            flat,
+            [
+                gxe.ExpectColumnValuesToBeUnique(column="name"),
+                *[
+                    gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=1)
+                    for c in ("test_acc", "test_ece")
+                ],
+                gxe.ExpectColumnValuesToBeBetween(column="test_cmi", min_value=0),
+                gxe.ExpectColumnValuesToNotBeNull(column="test_acc"),
+            ],
+        ),
+    }
+    report: dict[str, Any] = {}
+    failures = []
+    for name, (frame, expectations) in suites.items():
+        suite = gx.ExpectationSuite(name=f"kdflow_eval_{name}")
+        for expectation in expectations:
+            suite.add_expectation(expectation)
+        batch = (
+            source.add_dataframe_asset(name=name)
+            .add_batch_definition_whole_dataframe("all")
+            .get_batch(batch_parameters={"dataframe": frame.to_pandas()})
+        )
+        outcome = batch.validate(suite, result_format="SUMMARY").to_json_dict()
+        report[name] = outcome
+        for result in outcome["results"]:
+            if not result["success"]:
+                config = result["expectation_config"]
+                failures.append(f"{name}: {config['type']} {config['kwargs'].get('column', '')}")
+    report["success"] = not failures
+    if failures:
+        raise KdflowError("evaluation outputs failed validation: " + "; ".join(failures))
+    return report

@@ -1,0 +1,236 @@
+"""Write reports/report.md (+ .html) and its PNG figures from the evaluation records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kdflow.report.tables import fmt, group_students, mean_std, teacher_gains
+
+PROTOCOL_TITLES = {"full": "full data", "fewshot": "few-shot", "zeroshot": "omitted classes"}
+
+
+def _figure(path: Path, draw: Any, size: tuple[float, float] = (6, 3.5)) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=size)
+    draw(ax)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return f"![{path.stem}](figures/{path.name})"
+
+
+def _teachers(records: list[dict[str, Any]], figures: Path) -> list[str]:
+    teachers = {r["name"].split("/")[1]: r for r in records if r["kind"] == "teacher"}
+    if not teachers:
+        return ["_No teacher was trained._"]
+    lines = [
+        "| teacher | test acc (%) | test ECE | val CMI | test CMI |",
+        "|---|---|---|---|---|",
+    ]
+    for name, r in teachers.items():
+        lines.append(
+            f"| {name.upper()} | {r['test_acc'] * 100:.2f} | {r['test_ece']:.4f} | "
+            f"{r['val_cmi']:.4f} | {r['test_cmi']:.4f} |"
+        )
+    lines.append(
+        "\nTest CMI is the unbiased figure: the MCMI checkpoint is selected on validation CMI."
+    )
+
+    def draw(ax: Any) -> None:
+        names = list(teachers)
+        keys = ["test_acc", "test_ece", "test_cmi"]
+        width = 0.8 / len(names)
+        for i, name in enumerate(names):
+            ax.bar(
+                [k + i * width for k in range(len(keys))],
+                [teachers[name][k] for k in keys],
+                width,
+                label=name.upper(),
+            )
+        ax.set_xticks([k + width * (len(names) - 1) / 2 for k in range(len(keys))], keys)
+        ax.set_title("Teachers: MLL vs MCMI")
+        ax.legend()
+
+    lines.append("\n" + _figure(figures / "teachers.png", draw))
+    return lines
+
+
+def _students(records: list[dict[str, Any]], protocols: list[str]) -> list[str]:
+    groups = group_students(records)
+    lines = []
+    for protocol in protocols:
+        keys = sorted(k for k in groups if k[2] == protocol)
+        if not keys:
+            continue
+        title = PROTOCOL_TITLES.get(protocol, protocol)
+        lines.append(f"\n**{title}**: test accuracy (%), mean ± std over seeds\n")
+        methods = sorted({m for (_, m, _) in keys})
+        teachers = [t for t in ("none", "mll", "mcmi") if any(k[0] == t for k in keys)]
+        lines.append("| method | " + " | ".join(f"{t.upper()} teacher" for t in teachers) + " |")
+        lines.append("|---" * (len(teachers) + 1) + "|")
+        for method in methods:
+            cells = []
+            for teacher in teachers:
+                values = groups.get((teacher, method, protocol))
+                cells.append(fmt(*mean_std(values), len(values)) if values else "—")
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        gains = teacher_gains(groups, protocol)
+        if gains:
+            lines.append(
+                "\nMCMI − MLL teacher, per method (significant only when larger than the std):\n"
+            )
+            lines.append("| method | gain (points) | std | verdict |")
+            lines.append("|---|---|---|---|")
+            for g in gains:
+                verdict = (
+                    ("MCMI better" if g["gain"] > 0 else "MLL better")
+                    if g["significant"]
+                    else "no significant difference"
+                )
+                gain, std = g["gain"] * 100, g["threshold"] * 100
+                lines.append(f"| {g['method']} | {gain:+.2f} | {std:.2f} | {verdict} |")
+    return lines or ["_No student was trained._"]
+
+
+def _fewshot(records: list[dict[str, Any]], fraction: float, figures: Path) -> list[str]:
+    groups = group_students(records)
+    fractions = {"fewshot": fraction, "full": 1.0}
+    teachers = sorted({t for (t, _, p) in groups if p in fractions})
+    if not any(p == "fewshot" for (_, _, p) in groups):
+        return ["_The few-shot protocol was not run._"]
+
+    def draw(ax: Any) -> None:
+        for teacher in teachers:
+            points = []
+            for protocol, x in sorted(fractions.items(), key=lambda kv: kv[1]):
+                values = [
+                    v
+                    for (t, _, p), vs in groups.items()
+                    if t == teacher and p == protocol
+                    for v in vs
+                ]
+                if values:
+                    points.append((x, *mean_std(values)))
+            if points:
+                xs, ms, ss = zip(*points, strict=True)
+                ax.errorbar(
+                    xs,
+                    [m * 100 for m in ms],
+                    yerr=[s * 100 for s in ss],
+                    marker="o",
+                    label=f"{teacher.upper()} teacher" if teacher != "none" else "no teacher",
+                    capsize=3,
+                )
+        ax.set_xscale("log")
+        ax.set_xlabel("fraction of the training split")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title("Few-shot: accuracy vs training fraction (all methods pooled)")
+        ax.legend()
+
+    return [_figure(figures / "fewshot.png", draw)]
+
+
+def _zeroshot(records: list[dict[str, Any]], class_names: list[str], figures: Path) -> list[str]:
+    students = [r for r in records if r.get("protocol") == "zeroshot"]
+    if not students:
+        return ["_The omitted-class protocol was not run._"]
+    omitted_groups = group_students(records, "omitted_acc")
+    lines = [
+        "Accuracy on the omitted classes' test samples (%), mean ± std over seeds; "
+        "it depends strongly on the method and on the CE weight γ (ALGORITHMS §5).\n",
+        "| teacher | method | omitted-class acc | overall test acc |",
+        "|---|---|---|---|",
+    ]
+    acc_groups = group_students(records)
+    for (teacher, method, protocol), values in sorted(omitted_groups.items()):
+        if protocol != "zeroshot":
+            continue
+        overall = acc_groups[(teacher, method, protocol)]
+        lines.append(
+            f"| {teacher} | {method} | {fmt(*mean_std(values), len(values))} | "
+            f"{fmt(*mean_std(overall), len(overall))} |"
+        )
+    best = max(
+        (k for k in omitted_groups if k[2] == "zeroshot"),
+        key=lambda k: mean_std(omitted_groups[k])[0],
+    )
+    best_records = [r for r in students if (r["teacher"], r["method"], "zeroshot") == best]
+    per_class = [
+        mean_std([r["per_class_acc"][c] for r in best_records])[0] for c in range(len(class_names))
+    ]
+    baseline = [r for r in students if r["teacher"] == "none"]
+    base_per_class = (
+        [mean_std([r["per_class_acc"][c] for r in baseline])[0] for c in range(len(class_names))]
+        if baseline
+        else None
+    )
+    omit = {c for r in students for c in r.get("omit", [])}
+
+    def draw(ax: Any) -> None:
+        xs = range(len(class_names))
+        colors = ["tab:red" if c in omit else "tab:blue" for c in xs]
+        ax.bar(
+            [x - 0.2 for x in xs],
+            [p * 100 for p in per_class],
+            0.4,
+            color=colors,
+            label=f"{best[0]}-{best[1]} (best)",
+        )
+        if base_per_class:
+            ax.bar(
+                [x + 0.2 for x in xs],
+                [p * 100 for p in base_per_class],
+                0.4,
+                color="lightgray",
+                label="no teacher",
+            )
+        ax.set_xticks(list(xs), class_names)
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title("Omitted classes (red): per-class accuracy")
+        ax.legend()
+
+    lines.append("\n" + _figure(figures / "zeroshot.png", draw, (7, 3.5)))
+    return lines
+
+
+def build_report(
+    records: list[dict[str, Any]],
+    *,
+    meta: dict[str, Any],
+    params: dict[str, Any],
+    provenance: dict[str, Any],
+    figures: Path,
+) -> str:
+    """Return the report's Markdown after writing its figures into `figures`."""
+    distill = params.get("distill", {})
+    sections = [
+        "# kdflow report",
+        f"\nData: **{meta['source']}**, {meta['num_classes']} classes, input shape "
+        f"{tuple(meta['input_shape'])}, rows {meta['rows']}. Student: `{distill.get('student')}`, "
+        f"teacher: `{params.get('teacher', {}).get('model')}`. Accuracies are test accuracy at "
+        "the epoch selected on the validation split.",
+        "\n## Teachers\n",
+        *_teachers(records, figures),
+        "\n## Students\n",
+        *_students(records, distill.get("protocols", [])),
+        "\n## Few-shot\n",
+        *_fewshot(records, distill.get("fewshot_fraction", 0.1), figures),
+        "\n## Omitted classes (zero-shot)\n",
+        *_zeroshot(records, meta["class_names"], figures),
+        "\n## Assembly\n",
+        "_Deep Model Assembling and m2mKD stages are not part of this pipeline yet._",
+        "\n## Provenance\n",
+        f"- git commit: `{provenance['git_commit']}`",
+        f"- params hash: `{provenance['params_hash']}`",
+        *[f"- data `{s}` sha256: `{h}`" for s, h in meta["hashes"].items()],
+        "\n| model | MLflow run |",
+        "|---|---|",
+        *[f"| {name} | `{run}` |" for name, run in sorted(provenance["runs"].items())],
+    ]
+    return "\n".join(sections) + "\n"

@@ -1,0 +1,119 @@
+"""Student training: the distillation objective, the teacher-output cache and DML peer groups.
+
+Methods come from the registry in kdflow.losses; nothing here names one.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from kdflow.losses import DistillBatch, DistillMethod
+from kdflow.models.base import KDModel, ModelOutput
+
+
+class PeerGroup(nn.Module):
+    """Several students trained together (DML); evaluating it evaluates the first peer."""
+
+    def __init__(self, peers: list[KDModel]) -> None:
+        super().__init__()
+        self.peers = nn.ModuleList(peers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the first peer's logits."""
+        return self.peers[0](x)
+
+
+def student_outputs(
+    students: list[nn.Module], x: torch.Tensor, features: bool
+) -> list[ModelOutput]:
+    """Return each student's outputs; without `features` only logits are computed."""
+    if features:
+        return [s.forward_features(x) for s in students]
+    empty = x.new_zeros(0)
+    return [ModelOutput(logits=s(x), features=[], embedding=empty) for s in students]
+
+
+@torch.inference_mode()
+def _teacher_forward(teacher: KDModel, x: torch.Tensor, features: bool) -> ModelOutput:
+    if features:
+        return teacher.forward_features(x)
+    return ModelOutput(logits=teacher(x), features=[], embedding=x.new_zeros(0))
+
+
+def teacher_outputs(teacher: KDModel, x: torch.Tensor, features: bool) -> ModelOutput:
+    """Return the teacher's outputs under inference mode, as ordinary tensors (no graph)."""
+    out = _teacher_forward(teacher, x, features)
+    # Inference tensors cannot be saved for the student's backward pass; a clone can.
+    return ModelOutput(
+        logits=out.logits.clone(),
+        features=[f.clone() for f in out.features],
+        embedding=out.embedding.clone(),
+    )
+
+
+class TeacherCache:
+    """The teacher's outputs on every training input, computed once and reused every epoch.
+
+    Valid only when training inputs are not randomly augmented.
+    """
+
+    def __init__(self, teacher: KDModel, x: torch.Tensor, features: bool, batch_size: int = 1024):
+        parts = [
+            teacher_outputs(teacher, x[i : i + batch_size], features)
+            for i in range(0, len(x), batch_size)
+        ]
+        self.logits = torch.cat([p.logits for p in parts])  # N×C
+        self.features = [
+            torch.cat([p.features[k] for p in parts]) for k in range(len(parts[0].features))
+        ]
+        self.embedding = torch.cat([p.embedding for p in parts]) if features else x.new_zeros(0)
+
+    def lookup(self, index: torch.Tensor) -> ModelOutput:
+        """Return the cached outputs of the training samples at `index`."""
+        return ModelOutput(
+            logits=self.logits[index],
+            features=[f[index] for f in self.features],
+            embedding=self.embedding[index] if self.embedding.numel() else self.embedding,
+        )
+
+
+class DistillObjective:
+    """Student forward, teacher outputs (cached or live) and the method's named loss terms."""
+
+    def __init__(
+        self,
+        method: DistillMethod,
+        teacher: KDModel | None,
+        *,
+        total_epochs: int,
+        cache: TeacherCache | None = None,
+    ) -> None:
+        self.method = method
+        self.teacher = teacher.eval() if teacher is not None else None
+        self.cache = cache
+        self.total_epochs = total_epochs
+
+    def __call__(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, epoch: int
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Return the evaluated student's logits and the method's loss terms for one batch."""
+        module = getattr(model, "_orig_mod", model)  # unwrap torch.compile
+        students = list(module.peers) if isinstance(module, PeerGroup) else [model]
+        features = self.method.needs_features
+        outputs = student_outputs(students, x, features)
+        teacher = None
+        if self.method.needs_teacher:
+            if self.cache is not None:
+                teacher = self.cache.lookup(index)
+            elif self.teacher is not None:
+                teacher = teacher_outputs(self.teacher, x, features)
+        batch = DistillBatch(
+            students=outputs,
+            teacher=teacher,
+            labels=y,
+            indices=index if self.method.needs_indices else None,
+            epoch=epoch,
+            total_epochs=self.total_epochs,
+        )
+        return outputs[0].logits, self.method(batch)

@@ -1,0 +1,159 @@
+"""DVC stage `distill`: train one student (teacher × method × protocol × seed)."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from pathlib import Path
+
+from kdflow.config import load_params
+from kdflow.errors import KdflowError
+from stages._cli import run_stage, stage_parser
+
+
+def run_name(teacher: str, method: str, protocol: str, seed: int) -> str:
+    """Return the output name `<teacher>-<method>-<protocol>-s<seed>`."""
+    return f"{teacher}-{method}-{protocol}-s{seed}"
+
+
+def main(args: argparse.Namespace) -> None:
+    """Train the student named by the arguments and write its model and metrics."""
+    params = load_params(args.params)
+    cfg = params.distill
+    if (args.teacher == "none") != (args.method == "none"):
+        raise KdflowError("--teacher none goes with --method none (the no-teacher baseline)")
+    if args.method != "none" and args.method not in cfg.methods:
+        raise KdflowError(f"--method {args.method!r} is not in distill.methods {cfg.methods}")
+
+    import torch
+
+    from kdflow.losses import METHODS, OutputShapes, build_method
+    from kdflow.models import build_model
+    from kdflow.train.checkpoint import data_fingerprint, load_model
+    from kdflow.train.device import configure_runtime
+    from kdflow.train.distill import DistillObjective, PeerGroup, TeacherCache
+    from kdflow.train.protocols import check_subset, protocol_indices
+    from kdflow.train.trainer import fit, predict
+    from stages._train import training_stage
+
+    name = run_name(args.teacher, args.method, args.protocol, args.seed)
+    stage_name = f"distill@{name}"
+    section = {
+        "distill": {**cfg.model_dump(), "teacher": args.teacher, "method": args.method},
+        "protocol": args.protocol,
+        "seed": args.seed,
+    }
+    with training_stage(stage_name, params, section) as stage:
+        data = stage.data
+        bad = [c for c in cfg.omit if not 0 <= c < data.num_classes]
+        if bad:
+            raise KdflowError(
+                f"distill.omit {bad}: class index out of range; this data has classes "
+                f"0..{data.num_classes - 1}"
+            )
+        method_cls = METHODS.get(args.method)
+        teacher = None
+        if method_cls.needs_teacher:
+            teacher, _ = load_model(
+                Path(f"models/teacher/{args.teacher}.pt"),
+                expect={"data_hash": data_fingerprint(data.meta), "num_classes": data.num_classes},
+                device=stage.device,
+            )
+            teacher.eval()
+
+        index = protocol_indices(
+            args.protocol,
+            data.train.y,
+            fraction=cfg.fewshot_fraction,
+            omit=cfg.omit,
+            seed=args.seed,
+        )
+        train = data.train.subset(index)
+        checks = check_subset(
+            args.protocol,
+            train.y,
+            data.train.y,
+            data.num_classes,
+            fraction=cfg.fewshot_fraction,
+            omit=cfg.omit,
+        )
+        val = data.val
+        if args.protocol == "zeroshot":
+            # Selection must not see the omitted classes either.
+            omitted = torch.tensor(cfg.omit, device=val.y.device)
+            val = val.subset(torch.nonzero(~torch.isin(val.y, omitted)).squeeze(1))
+
+        configure_runtime(args.seed, params.runtime.deterministic, params.runtime.threads)
+        students = [
+            build_model(cfg.student, data.input_shape, data.num_classes).to(stage.device)
+            for _ in range(method_cls.num_students)
+        ]
+        probe = train.x[:2]
+        with torch.no_grad():
+            student_shapes = OutputShapes.measure(students[0].eval().forward_features(probe))
+            teacher_shapes = (
+                OutputShapes.measure(teacher.forward_features(probe))
+                if teacher is not None
+                else None
+            )
+        method = build_method(
+            args.method,
+            student_shapes,
+            teacher_shapes,
+            len(train),
+            **cfg.method_params.get(args.method, {}),
+        ).to(stage.device)
+        cache = None
+        if teacher is not None and cfg.cache_teacher:
+            cache = TeacherCache(teacher, train.x, method.needs_features)
+        model = PeerGroup(students) if len(students) > 1 else students[0]
+        objective = DistillObjective(method, teacher, total_epochs=cfg.optim.epochs, cache=cache)
+        result = fit(
+            model,
+            objective,
+            train,
+            val,
+            stage.fit_config(cfg.optim, args.seed, section),
+            num_classes=data.num_classes,
+            extra=method,
+            on_epoch_end=stage.log_epoch(),
+            label=stage_name,
+        )
+        model.load_state_dict(result.best_state)
+        extra = {
+            "teacher": args.teacher,
+            "method": args.method,
+            "protocol": args.protocol,
+            "seed": args.seed,
+            "train_size": len(train),
+            # Students of different teachers with the same seed must share this subset.
+            "subset_hash": hashlib.sha256(train.ids.cpu().numpy().tobytes()).hexdigest()[:16],
+            "subset_checks": len(checks),
+        }
+        if args.protocol == "zeroshot":
+            omitted = torch.isin(data.test.y, torch.tensor(cfg.omit, device=data.test.y.device))
+            preds = predict(students[0], data.test.x[omitted]).argmax(1)
+            extra["omitted_acc"] = float((preds == data.test.y[omitted]).float().mean())
+            extra["omit"] = cfg.omit
+        stage.finish(
+            students[0],
+            result,
+            arch=cfg.student,
+            outputs={
+                "model": Path(f"models/distill/{name}.pt"),
+                "metrics": Path(f"metrics/distill/{name}.json"),
+                "plots": Path(f"plots/distill/{name}.tsv"),
+            },
+            extra_metrics=extra,
+            selected_state=False,
+        )
+
+
+if __name__ == "__main__":
+    parser = stage_parser("distill", __doc__ or "")
+    parser.add_argument("--teacher", required=True, choices=["mll", "mcmi", "none"])
+    parser.add_argument("--method", required=True, help="a registered method, or none")
+    parser.add_argument("--protocol", required=True, choices=["full", "fewshot", "zeroshot"])
+    parser.add_argument("--seed", required=True, type=int)
+    sys.exit(run_stage("distill", main, parser.parse_args()))
