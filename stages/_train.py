@@ -40,6 +40,11 @@ class TrainingStage:
     run: StageRun
     started: float
 
+    def seed(self, seed: int) -> None:
+        """Seed every generator and apply the runtime's determinism settings."""
+        runtime = self.params.runtime
+        configure_runtime(seed, runtime.deterministic, runtime.threads, self.device)
+
     def fit_config(self, optim: Any, seed: int, key_parts: dict[str, Any]) -> FitConfig:
         """Return the trainer config with a checkpoint that resumes only this exact run."""
         key = params_hash({"data": data_fingerprint(self.data.meta), **key_parts})
@@ -136,7 +141,7 @@ def training_stage(name: str, params: Params, section: dict[str, Any]) -> Iterat
     started = time.perf_counter()
     runtime = params.runtime
     device = resolve_device(runtime.device)
-    configure_runtime(0, runtime.deterministic, runtime.threads)
+    configure_runtime(0, runtime.deterministic, runtime.threads, device)
     data = load_prepared(PREPARED, device)
     with stage_run(name, params, {"data": data_fingerprint(data.meta)}, device=str(device)) as run:
         run.log_params(flatten(section))

@@ -31,7 +31,6 @@ def main(args: argparse.Namespace) -> None:
     from kdflow.losses import METHODS, OutputShapes, build_method
     from kdflow.models import build_model
     from kdflow.train.checkpoint import data_fingerprint, load_model
-    from kdflow.train.device import configure_runtime
     from kdflow.train.distill import DistillObjective, PeerGroup, TeacherCache
     from kdflow.train.protocols import check_subset, protocol_indices
     from kdflow.train.trainer import fit, predict
@@ -84,7 +83,7 @@ def main(args: argparse.Namespace) -> None:
             omitted = torch.tensor(cfg.omit, device=val.y.device)
             val = val.subset(torch.nonzero(~torch.isin(val.y, omitted)).squeeze(1))
 
-        configure_runtime(args.seed, params.runtime.deterministic, params.runtime.threads)
+        stage.seed(args.seed)
         students = [
             build_model(cfg.student, data.input_shape, data.num_classes).to(stage.device)
             for _ in range(method_cls.num_students)

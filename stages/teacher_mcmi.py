@@ -22,7 +22,6 @@ def main(args: argparse.Namespace) -> None:
     params = load_params(args.params)
     from kdflow.io import sha256_file
     from kdflow.train.checkpoint import data_fingerprint, load_model
-    from kdflow.train.device import configure_runtime
     from kdflow.train.teacher import McmiObjective, cmi_within_accuracy, compute_centroids
     from kdflow.train.trainer import best_val_accuracy, evaluate, fit
     from stages._train import training_stage
@@ -31,7 +30,7 @@ def main(args: argparse.Namespace) -> None:
     section = {"mcmi": mcmi.model_dump(by_alias=True)}
     with training_stage("teacher_mcmi", params, section) as stage:
         data = stage.data
-        configure_runtime(params.teacher.seed, params.runtime.deterministic, params.runtime.threads)
+        stage.seed(params.teacher.seed)
         model, meta = load_model(
             MLL_MODEL,
             expect={"data_hash": data_fingerprint(data.meta), "num_classes": data.num_classes},

@@ -20,14 +20,13 @@ def main(args: argparse.Namespace) -> None:
     """Train the MLL teacher and write its model, metrics and per-epoch plot."""
     params = load_params(args.params)
     from kdflow.models import build_model
-    from kdflow.train.device import configure_runtime
     from kdflow.train.teacher import cross_entropy_objective
     from kdflow.train.trainer import fit
     from stages._train import training_stage
 
     teacher = params.teacher
     with training_stage("teacher_mll", params, {"teacher": teacher.model_dump()}) as stage:
-        configure_runtime(teacher.seed, params.runtime.deterministic, params.runtime.threads)
+        stage.seed(teacher.seed)
         model = build_model(teacher.model, stage.data.input_shape, stage.data.num_classes)
         result = fit(
             model,
