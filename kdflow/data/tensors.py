@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import polars as pl
 import torch
 
 from kdflow.errors import KdflowError
@@ -65,7 +64,7 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def _to_split(table: pl.DataFrame, meta: dict[str, Any], device: torch.device) -> Split:
+def _to_split(table: Any, meta: dict[str, Any], device: torch.device) -> Split:
     shape = tuple(meta["input_shape"])
     x = torch.from_numpy(np.array(table["x"].to_numpy())).reshape(-1, *shape).float()
     norm = meta["normalization"]
@@ -80,6 +79,8 @@ def _to_split(table: pl.DataFrame, meta: dict[str, Any], device: torch.device) -
 
 def load_prepared(folder: str | Path, device: torch.device | str = "cpu") -> PreparedData:
     """Return the prepared splits as tensors on `device`; a table whose hash changed is refused."""
+    import polars as pl  # here, not at the top: the trainer imports Split without polars
+
     folder = Path(folder)
     meta = read_meta(folder)
     splits = {}

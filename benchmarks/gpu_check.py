@@ -1,0 +1,99 @@
+"""KD training throughput of kdflow's trainer on CIFAR-shaped synthetic data, CPU or CUDA.
+
+For each teacher→student pair it runs `fit()` with the `kd` method and a live teacher
+forward (CIFAR training augments its inputs, so the teacher cannot be cached), bf16
+autocast and channels_last on CUDA, optionally torch.compile. The first epoch is a
+warm-up; the second is timed. The last lines project a published-length run (240 epochs
+of 50,000 images) from the measured samples/s.
+
+    python benchmarks/gpu_check.py                 # the device torch picks
+    python benchmarks/gpu_check.py --compile       # adds torch.compile on CUDA
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from kdflow.config import OptimParams
+from kdflow.data.tensors import Split
+from kdflow.losses import OutputShapes, build_method
+from kdflow.models import build_model
+from kdflow.train.distill import DistillObjective
+from kdflow.train.trainer import FitConfig, fit
+
+PAIRS = [("resnet20", "resnet8"), ("resnet32x4", "resnet8x4")]
+
+
+def synthetic_split(n: int, classes: int, device: torch.device, seed: int) -> Split:
+    """Return n random CIFAR-shaped images with random labels on `device`."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, 32, 32, generator=g)
+    y = torch.randint(0, classes, (n,), generator=g)
+    return Split(x.to(device), y.to(device), torch.arange(n).to(device))
+
+
+def measure(teacher_name: str, student_name: str, args: argparse.Namespace) -> dict:
+    """Return samples/s of the second (timed) KD epoch and the projected 240-epoch time."""
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    train = synthetic_split(args.samples, 100, device, 0)
+    val = synthetic_split(512, 100, device, 1)
+    teacher = build_model(teacher_name, (3, 32, 32), 100).to(device).eval()
+    teacher = teacher.to(memory_format=torch.channels_last)
+    student = build_model(student_name, (3, 32, 32), 100).to(device)
+    student = student.to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        probe = train.x[:2]
+        shapes = OutputShapes.measure(student.eval().forward_features(probe))
+        teacher_shapes = OutputShapes.measure(teacher.forward_features(probe))
+    method = build_method("kd", shapes, teacher_shapes, len(train)).to(device)
+    objective = DistillObjective(method, teacher, total_epochs=2)
+    times: list[float] = []
+
+    def stamp(row: dict) -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter())
+
+    optim = OptimParams(epochs=2, batch_size=args.batch_size, lr=0.05)
+    cfg = FitConfig(optim=optim, seed=0, device=device, compile=args.compile)
+    start = time.perf_counter()
+    fit(student, objective, train, val, cfg, num_classes=100, extra=method, on_epoch_end=stamp)
+    epoch_seconds = times[1] - times[0]
+    samples_per_second = len(train) / epoch_seconds
+    return {
+        "pair": f"{teacher_name}->{student_name}",
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "batch_size": args.batch_size,
+        "compile": args.compile,
+        "samples_per_second": round(samples_per_second, 1),
+        "first_epoch_seconds": round(times[0] - start, 2),
+        "projected_240_epochs_50k_minutes": round(240 * 50_000 / samples_per_second / 60, 1),
+    }
+
+
+def main() -> None:
+    """Measure every pair and print one JSON line each."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=None,
+        help="training images (default: 10000 on CUDA, 512 on CPU)",
+    )
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--compile", action="store_true")
+    args = parser.parse_args()
+    if args.samples is None:
+        args.samples = 10_000 if args.device == "cuda" else 512
+    for teacher_name, student_name in PAIRS:
+        print(json.dumps(measure(teacher_name, student_name, args)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

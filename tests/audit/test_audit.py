@@ -1,0 +1,272 @@
+"""`kdflow audit` as users run it, on a real tiny pipeline and on tampered copies of it.
+
+One module-wide scratch git repository (500 MNIST-1D samples, cnn3 teachers, one KD method,
+two protocols, two seeds, 2-epoch students, deterministic single-threaded CPU) runs `dvc repro`
+once, with its MLflow store inside the repository. Each tampering test works on a copy of that
+repository (its own MLflow store and DVC cache included) and points the audit at the copy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+REPO_FILES = (
+    "params.yaml",
+    "dvc.yaml",
+    ".gitignore",
+    ".dvcignore",
+    ".dvc/config",
+    ".dvc/.gitignore",
+)
+DVC_CHECK = "dvc.lock matches workspace"
+LINEAGE_CHECK = "every reported figure has an MLflow run with lineage"
+# Tiny and single-threaded: on a loaded machine idle torch threads slow these models 10-100×.
+# Deterministic (the default) so that a rerun of a stage is bit-identical.
+TINY = {
+    "data": {"num_samples": 500},
+    "runtime": {"device": "cpu", "threads": 1, "deterministic": True},
+    "teacher": {"model": "cnn3", "optim": {"epochs": 3, "batch_size": 64}},
+    "mcmi": {"optim": {"epochs": 2, "batch_size": 64}},
+    "distill": {
+        "student": "cnn3",
+        "teachers": ["mll", "mcmi"],
+        "methods": ["kd"],
+        "protocols": ["full", "zeroshot"],
+        "seeds": [0, 1],
+        "optim": {"epochs": 2, "batch_size": 64},
+    },
+}
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> None:
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def _set_params(repo: Path, override: dict[str, Any]) -> None:
+    path = repo / "params.yaml"
+    raw = yaml.safe_load(path.read_text())
+    _merge(raw, override)
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+def _git(repo: Path, *args: str) -> str:
+    identity = ["-c", "user.name=kdflow-tests", "-c", "user.email=tests@kdflow.invalid"]
+    return subprocess.run(
+        ["git", *identity, *args], cwd=repo, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def _uri(repo: Path) -> str:
+    return f"sqlite:///{repo / 'mlflow.db'}"
+
+
+def _env(repo: Path) -> dict[str, str]:
+    """Return the subprocess environment: venv first, the repository's own MLflow store."""
+    env = dict(os.environ)
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["MLFLOW_TRACKING_URI"] = _uri(repo)
+    env["DVC_SITE_CACHE_DIR"] = str(repo.parent / "dvc-site-cache")
+    env["DVC_NO_ANALYTICS"] = "1"
+    env["COLUMNS"] = "1000"  # rich folds the verdict table to the terminal width otherwise
+    env.pop("KDFLOW_PARENT_RUN_ID", None)
+    return env
+
+
+def _run(repo: Path, command: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        command,
+        cwd=cwd or repo,
+        env=_env(repo),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def _audit(repo: Path, *args: str, cwd: Path | None = None) -> tuple[Any, dict[str, Any]]:
+    """Run `kdflow audit ARGS` on `repo`; return the process and its JSON report."""
+    report = repo / "reports" / "audit.json"
+    report.unlink(missing_ok=True)
+    done = _run(repo, [str(VENV_BIN / "kdflow"), "audit", *args], cwd)
+    assert report.is_file(), f"no audit.json:\n{done.stdout}\n{done.stderr}"
+    return done, json.loads(report.read_text())
+
+
+def _checks(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {check["name"]: check for check in report["checks"]}
+
+
+def _failed(done: subprocess.CompletedProcess, report: dict[str, Any], check: str) -> str:
+    """Assert the audit failed on `check` (exit 1, FAIL verdict); return that check's detail."""
+    assert done.returncode == 1, f"{done.stdout}\n{done.stderr}"
+    assert "verdict: FAIL" in done.stdout
+    assert report["passed"] is False
+    verdict = _checks(report)[check]
+    assert verdict["passed"] is False, verdict
+    return verdict["detail"]
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory, mlflow_template_db: Path) -> Path:
+    """Return the scratch git repository after one tiny `dvc repro`."""
+    repo = tmp_path_factory.mktemp("audit") / "repo"
+    repo.mkdir()
+    for name in REPO_FILES:
+        if (REPO / name).exists():
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, repo / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for tree in ("kdflow", "stages"):
+        shutil.copytree(REPO / tree, repo / tree, ignore=ignore)
+    _set_params(repo, TINY)
+    _git(repo, "init", "-q")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "tiny pipeline")
+    shutil.copyfile(mlflow_template_db, repo / "mlflow.db")  # git-ignored, schema in place
+
+    done = _run(repo, [str(VENV_BIN / "dvc"), "repro"])
+
+    assert done.returncode == 0, f"dvc repro failed:\n{done.stdout}\n{done.stderr}"
+    return repo
+
+
+@pytest.fixture
+def tampered(pipeline: Path, tmp_path: Path) -> Path:
+    """Return a copy of the pipeline's repository to tamper with (store and cache included)."""
+    copy = tmp_path / "repo"
+    shutil.copytree(pipeline, copy, symlinks=True)
+    return copy
+
+
+def test_clean_pipeline_passes_and_records_the_environment(pipeline):
+    # --root: the audit reads the named repository, not the working directory.
+    done, report = _audit(pipeline, "--root", str(pipeline), cwd=pipeline.parent)
+
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    assert "verdict: PASS" in done.stdout
+    assert report["passed"] is True
+    checks = _checks(report)
+    assert set(checks) == {DVC_CHECK, LINEAGE_CHECK}
+    assert all(c["passed"] for c in checks.values()), checks
+    assert checks[DVC_CHECK]["detail"] == "dvc status: clean"
+    evaluated = json.loads((pipeline / "metrics" / "eval.json").read_text())["models"]
+    assert checks[LINEAGE_CHECK]["detail"] == f"{len(evaluated)} models traced to MLflow runs"
+    environment = report["environment"]
+    packages = environment["packages"]
+    assert packages["python"] == ".".join(map(str, sys.version_info[:3]))
+    for name in ("torch", "mlflow", "dvc", "kdflow"):
+        assert packages.get(name), name
+    assert "cuda" in environment and isinstance(environment["cuda_available"], bool)
+    assert environment["platform"] == sys.platform
+
+
+def test_an_edited_metrics_file_fails_every_check(tampered):
+    name = "mll-kd-full-s0"
+    path = tampered / "metrics" / "distill" / f"{name}.json"
+    metrics = json.loads(path.read_text())
+    edited = 0.123456  # 100 test samples: a real accuracy is a multiple of 0.01
+    metrics["test_acc"] = edited
+    path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+
+    # The rerun re-trains that student from its locked inputs and compares with the file.
+    done, report = _audit(tampered, "--rerun", "distill@mll-kd-full-0")
+
+    detail = _failed(done, report, DVC_CHECK)
+    assert f"distill@mll-kd-full-0 (changed outs: metrics/distill/{name}.json)" in detail
+    lineage = _failed(done, report, LINEAGE_CHECK)
+    assert f"distill/{name}: metrics file test_acc {edited} ≠ MLflow run's " in lineage
+    rerun = _failed(done, report, "rerun distill@mll-kd-full-0 reproduces its metrics")
+    assert rerun.startswith(f"1 difference(s): test_acc: {edited} vs ")
+    for reason in (detail, lineage, rerun):
+        assert reason in done.stdout
+
+
+def test_a_replaced_model_file_fails(tampered):
+    teacher = tampered / "models" / "teacher"
+    shutil.copyfile(teacher / "mcmi.pt", teacher / "mll.pt")
+
+    done, report = _audit(tampered)
+
+    detail = _failed(done, report, DVC_CHECK)
+    assert "models/teacher/mll.pt" in detail
+    assert "teacher_mll (changed outs: " in detail  # the stage whose output was replaced
+    assert detail in done.stdout
+    assert _checks(report)[LINEAGE_CHECK]["passed"] is True
+
+
+def test_a_param_changed_without_rerunning_fails(tampered):
+    raw = yaml.safe_load((tampered / "params.yaml").read_text())
+    _set_params(tampered, {"distill": {"optim": {"lr": raw["distill"]["optim"]["lr"] * 2}}})
+
+    done, report = _audit(tampered)
+
+    detail = _failed(done, report, DVC_CHECK)
+    # Every student (8 distilled, 4 baselines) and the report track the distill section.
+    assert detail.startswith("13 stage(s) changed: ")
+    assert "(changed deps: params.yaml (distill.optim.lr))" in detail
+    assert detail in done.stdout
+    assert _checks(report)[LINEAGE_CHECK]["passed"] is True
+
+
+def test_a_deleted_mlflow_run_fails_lineage_while_dvc_is_clean(tampered):
+    from mlflow.tracking import MlflowClient
+
+    model = "distill/mcmi-kd-zeroshot-s1"
+    metrics = json.loads((tampered / "metrics" / f"{model}.json").read_text())
+    run_id = metrics["mlflow_run_id"]
+    MlflowClient(tracking_uri=_uri(tampered)).delete_run(run_id)
+
+    done, report = _audit(tampered)
+
+    assert _checks(report)[DVC_CHECK]["passed"] is True  # nothing DVC tracks has changed
+    detail = _failed(done, report, LINEAGE_CHECK)
+    assert f"{model}: MLflow run {run_id} is deleted" in detail
+    assert detail in done.stdout
+
+
+def test_rerun_of_a_stage_is_bit_identical(pipeline):
+    model = pipeline / "models" / "teacher" / "mll.pt"
+    before = (model.read_bytes(), model.stat().st_mtime_ns)
+
+    done, report = _audit(pipeline, "--rerun", "teacher_mll")
+
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    assert report["passed"] is True
+    rerun = _checks(report)["rerun teacher_mll reproduces its metrics"]
+    assert rerun == {
+        "name": "rerun teacher_mll reproduces its metrics",
+        "passed": True,
+        "detail": "metrics/teacher/mll.json bit-identical",
+    }
+    assert "bit-identical" in done.stdout
+    assert (model.read_bytes(), model.stat().st_mtime_ns) == before  # ran in a scratch copy
+
+
+def test_rerun_of_an_unknown_stage_names_the_known_ones(pipeline):
+    done, report = _audit(pipeline, "--rerun", "nosuchstage")
+
+    detail = _failed(done, report, "rerun nosuchstage reproduces its metrics")
+    locked = yaml.safe_load((pipeline / "dvc.lock").read_text())["stages"]
+    assert detail == f"stage 'nosuchstage' is not in dvc.lock; known: {', '.join(sorted(locked))}"
+    assert {"teacher_mll", "evaluate", "report"} <= set(locked)
+    assert detail in done.stdout
+    # The other checks still ran and passed: only the rerun failed.
+    assert _checks(report)[DVC_CHECK]["passed"] is True
+    assert _checks(report)[LINEAGE_CHECK]["passed"] is True

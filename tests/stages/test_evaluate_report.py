@@ -1,0 +1,270 @@
+"""The evaluate and report stages as users reach them: a whole tiny `dvc repro`.
+
+One module-wide scratch git repository (500 MNIST-1D samples, cnn3 teachers, one KD method,
+two protocols, two seeds, 2-epoch students) runs the full pipeline once with its MLflow store
+inside the repository; every test reads that run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+REPO_FILES = (
+    "params.yaml",
+    "dvc.yaml",
+    ".gitignore",
+    ".dvcignore",
+    ".dvc/config",
+    ".dvc/.gitignore",
+)
+TEACHERS = ("mll", "mcmi")
+PROTOCOLS = ("full", "zeroshot")
+SEEDS = (0, 1)
+# Tiny and single-threaded: on a loaded machine idle torch threads slow these models 10-100×.
+TINY = {
+    "data": {"num_samples": 500},
+    # Determinism is the audit tests' business; torch.use_deterministic_algorithms imports
+    # torch._dynamo, about 2 s of each of the 15 training stage processes.
+    "runtime": {"device": "cpu", "threads": 1, "deterministic": False},
+    "teacher": {"model": "cnn3", "optim": {"epochs": 3, "batch_size": 64}},
+    "mcmi": {"optim": {"epochs": 2, "batch_size": 64}},
+    "distill": {
+        "student": "cnn3",
+        "teachers": list(TEACHERS),
+        "methods": ["kd"],
+        "protocols": list(PROTOCOLS),
+        "seeds": list(SEEDS),
+        "omit": [9],
+        "optim": {"epochs": 2, "batch_size": 64},
+    },
+}
+STUDENTS = [
+    f"distill/{teacher}-{method}-{protocol}-s{seed}"
+    for teacher, method in [*((t, "kd") for t in TEACHERS), ("none", "none")]
+    for protocol in PROTOCOLS
+    for seed in SEEDS
+]
+MODELS = [f"teacher/{t}" for t in TEACHERS] + STUDENTS
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> None:
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def _git(repo: Path, *args: str) -> str:
+    identity = ["-c", "user.name=kdflow-tests", "-c", "user.email=tests@kdflow.invalid"]
+    return subprocess.run(
+        ["git", *identity, *args], cwd=repo, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def _env(repo: Path) -> dict[str, str]:
+    """Return the subprocess environment: venv first, the repository's own MLflow store."""
+    env = dict(os.environ)
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{repo / 'mlflow.db'}"
+    env["DVC_SITE_CACHE_DIR"] = str(repo.parent / "dvc-site-cache")
+    env["DVC_NO_ANALYTICS"] = "1"
+    env.pop("KDFLOW_PARENT_RUN_ID", None)
+    return env
+
+
+def _dvc(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [str(VENV_BIN / "dvc"), *args],
+        cwd=repo,
+        env=_env(repo),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, f"dvc {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory, mlflow_template_db: Path) -> dict:
+    """Return the scratch repository after one tiny `dvc repro`, its commit and repro output."""
+    repo = tmp_path_factory.mktemp("pipeline") / "repo"
+    repo.mkdir()
+    for name in REPO_FILES:
+        if (REPO / name).exists():
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, repo / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for tree in ("kdflow", "stages"):
+        shutil.copytree(REPO / tree, repo / tree, ignore=ignore)
+    raw = yaml.safe_load((repo / "params.yaml").read_text())
+    _merge(raw, TINY)
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    _git(repo, "init", "-q")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "tiny pipeline")
+    shutil.copyfile(mlflow_template_db, repo / "mlflow.db")  # git-ignored, schema in place
+
+    done = _dvc(repo, "repro")
+
+    return {"repo": repo, "commit": _git(repo, "rev-parse", "HEAD"), "repro": done}
+
+
+def _json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def _stage_metrics(repo: Path, name: str) -> dict[str, Any]:
+    kind, stem = name.split("/")
+    return _json(repo / "metrics" / kind / f"{stem}.json")
+
+
+def test_repro_ran_every_stage(pipeline):
+    out = pipeline["repro"].stdout
+    for stage in ("prepare", "teacher_mll", "teacher_mcmi", "evaluate", "report"):
+        assert f"Running stage '{stage}'" in out, out
+    assert out.count("Running stage 'distill@") == len(TEACHERS) * len(PROTOCOLS) * len(SEEDS)
+    assert out.count("Running stage 'baseline@") == len(PROTOCOLS) * len(SEEDS)
+
+
+def test_eval_json_lists_every_model_with_checked_figures(pipeline):
+    repo = pipeline["repo"]
+    evaluation = _json(repo / "metrics" / "eval.json")
+
+    assert sorted(evaluation["models"]) == sorted(MODELS)
+    assert evaluation["num_models"] == len(MODELS)
+    assert evaluation["validation"] == "passed"
+    for name, record in evaluation["models"].items():
+        assert record["name"] == name
+        assert record["kind"] == name.split("/")[0]
+        assert 0.0 <= record["test_acc"] <= 1.0, name
+        assert 0.0 <= record["test_ece"] <= 1.0, name
+        assert len(record["per_class_acc"]) == 10, name
+        if name.startswith("teacher/"):
+            assert record["val_cmi"] >= 0.0, name
+        if "-zeroshot-" in name:
+            assert record["omit"] == [9], name
+            assert 0.0 <= record["omitted_acc"] <= 1.0, name
+            # One omitted class: its accuracy is that class's per-class accuracy.
+            assert record["omitted_acc"] == pytest.approx(record["per_class_acc"][9]), name
+        else:
+            assert "omitted_acc" not in record, name
+    for seed in SEEDS:
+        # Without a teacher nothing ever raises the omitted class's logit.
+        assert evaluation["models"][f"distill/none-none-zeroshot-s{seed}"]["omitted_acc"] == 0.0
+
+
+def test_evaluate_reproduces_each_stage_s_own_figures(pipeline):
+    """One evaluation path: evaluate re-scores each written model to its stage's numbers."""
+    repo = pipeline["repo"]
+    evaluation = _json(repo / "metrics" / "eval.json")
+
+    for name, record in evaluation["models"].items():
+        stage = _stage_metrics(repo, name)
+        for key in ("test_acc", "test_ece", "test_cmi", "omitted_acc"):
+            if key in stage:
+                assert record[key] == pytest.approx(stage[key], abs=1e-9), (name, key)
+        assert record["per_class_acc"] == pytest.approx(stage["per_class_acc"], abs=1e-9), name
+        for key in ("teacher", "method", "protocol", "seed"):
+            if key in stage:
+                assert record[key] == stage[key], (name, key)
+
+
+def test_evaluation_validation_report_succeeded(pipeline):
+    report = _json(pipeline["repo"] / "reports" / "validation" / "eval.json")
+
+    assert report["success"] is True
+    for suite in ("predictions", "records"):
+        assert report[suite]["success"] is True, suite
+        assert report[suite]["results"], suite
+
+
+def test_report_has_every_section_provenance_and_run(pipeline):
+    from mlflow.tracking import MlflowClient
+
+    repo = pipeline["repo"]
+    text = (repo / "reports" / "report.md").read_text()
+
+    headings = re.findall(r"^## (.+)$", text, flags=re.MULTILINE)
+    for section in ("Teachers", "Students", "Few-shot", "Omitted classes", "Assembly"):
+        assert any(h.startswith(section) for h in headings), (section, headings)
+    assert headings[-1] == "Provenance"
+    provenance = text.split("## Provenance", 1)[1]
+    assert f"git commit: `{pipeline['commit']}`" in provenance
+    for name in MODELS:
+        run_id = _stage_metrics(repo, name)["mlflow_run_id"]
+        assert f"| {name} | `{run_id}` |" in provenance, name
+    # Every training run in the pipeline's MLflow store is in the report, and no other run.
+    store = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+    experiment = store.get_experiment_by_name("kdflow")
+    assert experiment is not None
+    runs = store.search_runs([experiment.experiment_id])
+    trained = {
+        r.info.run_id
+        for r in runs
+        if r.data.tags["kdflow.stage"].startswith(("teacher_", "distill@"))
+    }
+    assert len(trained) == len(MODELS)
+    assert set(re.findall(r"^\| \S+ \| `([0-9a-f]{32})` \|$", provenance, re.MULTILINE)) == trained
+    for run in runs:
+        assert run.info.status == "FINISHED", run.data.tags["kdflow.stage"]
+        assert run.data.tags["kdflow.git_commit"] == pipeline["commit"]
+    # The data hashes of the report are the prepared data's.
+    meta = _json(repo / "data" / "prepared" / "meta.json")
+    for split, digest in meta["hashes"].items():
+        assert f"data `{split}` sha256: `{digest}`" in provenance
+    # Both teachers and every student group are in the tables.
+    assert "| MLL |" in text and "| MCMI |" in text
+    assert "| kd |" in text and "| none |" in text
+
+
+def test_report_figures_exist_as_png(pipeline):
+    reports = pipeline["repo"] / "reports"
+    text = (reports / "report.md").read_text()
+
+    figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+
+    assert "figures/teachers.png" in figures and "figures/zeroshot.png" in figures
+    for figure in figures:
+        path = reports / figure
+        assert path.is_file(), figure
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
+    # The few-shot protocol was not in the grid: the report says so instead of plotting.
+    assert "_The few-shot protocol was not run._" in text
+
+
+def test_report_html_renders_the_markdown(pipeline):
+    html = (pipeline["repo"] / "reports" / "report.html").read_text()
+
+    assert html.startswith("<!doctype html>")
+    assert "<h2>Provenance</h2>" in html
+    assert "<table>" in html
+    assert pipeline["commit"] in html
+
+
+def test_the_pipeline_is_up_to_date_and_a_second_repro_runs_nothing(pipeline):
+    repo = pipeline["repo"]
+    watched = [repo / "metrics" / "eval.json", repo / "reports" / "report.md"]
+    before = {p: p.stat().st_mtime_ns for p in watched}
+
+    assert json.loads(_dvc(repo, "status", "--json").stdout or "{}") == {}
+    second = _dvc(repo, "repro")
+
+    assert "Running stage" not in second.stdout, second.stdout
+    assert "Stage 'report' didn't change, skipping" in second.stdout
+    assert {p: p.stat().st_mtime_ns for p in watched} == before
