@@ -41,7 +41,7 @@ def main(args: argparse.Namespace) -> None:
         run.log_artifact(OUT_DIR / "validation.json", "validation")
         run.log_artifact(OUT_DIR / "meta.json")
     log.info(
-        "%s: %s rows → %s (%.1f s)",
+        "prepare: %s: %s rows → %s (%.1f s)",
         params.data.source,
         "/".join(str(meta["rows"][s]) for s in ("train", "val", "test")),
         OUT_DIR,

@@ -15,6 +15,12 @@ REPORTS = Path("reports")
 log = logging.getLogger(__name__)
 
 
+def _sha256(path: Path) -> str:
+    from kdflow.io import sha256_file
+
+    return sha256_file(path)
+
+
 def main(args: argparse.Namespace) -> None:
     """Build the report's Markdown, HTML and figures atomically."""
     params = load_params(args.params)
@@ -25,7 +31,7 @@ def main(args: argparse.Namespace) -> None:
     from kdflow.errors import KdflowError
     from kdflow.io import atomic_dir, atomic_path
     from kdflow.report.build import build_report
-    from kdflow.tracking import lineage_tags
+    from kdflow.tracking import lineage_tags, stage_run
 
     eval_path = Path("metrics/eval.json")
     if not eval_path.is_file():
@@ -43,24 +49,31 @@ def main(args: argparse.Namespace) -> None:
         "params_hash": params_hash(params),
         "runs": runs,
     }
-    with atomic_dir(REPORTS / "figures") as figures:
-        text = build_report(
-            records,
-            meta=read_meta("data/prepared"),
-            params=params.model_dump(by_alias=True),
-            provenance=provenance,
-            figures=figures,
-        )
-    html = markdown.markdown(text, extensions=["tables"])
-    with atomic_path(REPORTS / "report.html") as tmp:
-        tmp.write_text(
-            "<!doctype html><meta charset='utf-8'><title>kdflow report</title>"
-            "<style>body{font-family:sans-serif;max-width:60em;margin:auto}"
-            "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}</style>"
-            + html
-        )
-    with atomic_path(REPORTS / "report.md") as tmp:
-        tmp.write_text(text)
+    with stage_run("report", params, {"eval": _sha256(eval_path)}) as run:
+        with atomic_dir(REPORTS / "figures") as figures:
+            text = build_report(
+                records,
+                meta=read_meta("data/prepared"),
+                params=params.model_dump(by_alias=True),
+                provenance=provenance,
+                figures=figures,
+            )
+            # Every evaluated model must appear; otherwise nothing is written.
+            missing = [name for name in runs if name not in text]
+            if missing:
+                raise KdflowError(f"report lacks models {missing[:3]}; not written")
+        html = markdown.markdown(text, extensions=["tables"])
+        with atomic_path(REPORTS / "report.html") as tmp:
+            tmp.write_text(
+                "<!doctype html><meta charset='utf-8'><title>kdflow report</title>"
+                "<style>body{font-family:sans-serif;max-width:60em;margin:auto}"
+                "table{border-collapse:collapse}"
+                "td,th{border:1px solid #ccc;padding:2px 6px}</style>" + html
+            )
+        with atomic_path(REPORTS / "report.md") as tmp:
+            tmp.write_text(text)
+        run.set_tags({"kdflow.validation": "passed"})
+        run.log_artifact(REPORTS / "report.md")
     log.info("report: %s", (REPORTS / "report.md").resolve())
 
 
