@@ -105,6 +105,15 @@ class DistillMethod(nn.Module):
         raise NotImplementedError
 
 
+def logit_kd_terms(batch: DistillBatch, hp: dict[str, float]) -> dict[str, Tensor]:
+    """Return {"ce": γ·CE, "kd": α·T²·KL(softmax_T(z_t) ‖ softmax_T(z_s))} (ALGORITHMS §4)."""
+    student, teacher = batch.students[0], batch.require_teacher()
+    return {
+        "ce": hp["gamma"] * cross_entropy(student.logits, batch.labels),
+        "kd": hp["alpha"] * softened_kl(student.logits, teacher.logits, hp["temperature"]),
+    }
+
+
 class FeatureDistillMethod(DistillMethod):
     """A feature method on top of logit KD: γ·CE + α·KD + β·L_method (ALGORITHMS.md §4)."""
 
@@ -117,13 +126,9 @@ class FeatureDistillMethod(DistillMethod):
 
     def forward(self, batch: DistillBatch) -> dict[str, Tensor]:
         """Return {"ce": γ·CE, "kd": α·KD, term: β·L_method}."""
-        student, teacher = batch.students[0], batch.require_teacher()
-        hp = self.hparams
-        return {
-            "ce": hp["gamma"] * cross_entropy(student.logits, batch.labels),
-            "kd": hp["alpha"] * softened_kl(student.logits, teacher.logits, hp["temperature"]),
-            self.term: hp["beta"] * self.feature_loss(batch),
-        }
+        terms = logit_kd_terms(batch, self.hparams)
+        terms[self.term] = self.hparams["beta"] * self.feature_loss(batch)
+        return terms
 
 
 def build_method(

@@ -9,8 +9,13 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from kdflow.losses.base import LOGIT_KD_DEFAULTS, METHODS, DistillBatch, DistillMethod
-from kdflow.losses.functional import cross_entropy, softened_kl
+from kdflow.losses.base import (
+    LOGIT_KD_DEFAULTS,
+    METHODS,
+    DistillBatch,
+    DistillMethod,
+    logit_kd_terms,
+)
 
 
 @METHODS.register("kd")
@@ -21,9 +26,4 @@ class KD(DistillMethod):
 
     def forward(self, batch: DistillBatch) -> dict[str, Tensor]:
         """Return {"ce": γ·CE, "kd": α·KD}."""
-        student, teacher = batch.students[0], batch.require_teacher()
-        hp = self.hparams
-        return {
-            "ce": hp["gamma"] * cross_entropy(student.logits, batch.labels),
-            "kd": hp["alpha"] * softened_kl(student.logits, teacher.logits, hp["temperature"]),
-        }
+        return logit_kd_terms(batch, self.hparams)
