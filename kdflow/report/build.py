@@ -193,7 +193,7 @@ def _zeroshot(records: list[dict[str, Any]], class_names: list[str], figures: Pa
         ax.set_xticks(list(xs), class_names)
         ax.set_ylabel("test accuracy (%)")
         ax.set_title("Omitted classes (red): per-class accuracy")
-        ax.legend()
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
 
     lines.append("\n" + _figure(figures / "zeroshot.png", draw, (7, 3.5)))
     return lines
