@@ -32,6 +32,7 @@ def audit(
 ) -> None:
     """Check dvc.lock against the workspace, MLflow lineage of every reported figure, reruns."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from kdflow.audit.checks import check_dvc_status, check_lineage, environment, rerun_stage
@@ -68,7 +69,7 @@ def audit(
     table.add_column("detail", overflow="fold")
     for result in results:
         verdict = "[green]pass[/]" if result.passed else "[red]FAIL[/]"
-        table.add_row(result.name, verdict, result.detail)
+        table.add_row(escape(result.name), verdict, escape(result.detail))
     console.print(table)
     passed = all(r.passed for r in results)
     write_json(

@@ -217,9 +217,12 @@ def rerun_stage(root: Path, stage: str, tolerance: float) -> CheckResult:
     entry = lock[stage]
     with tempfile.TemporaryDirectory(prefix="kdflow-audit-") as scratch:
         work = Path(scratch) / "ws"
-        tracked = subprocess.run(
-            ["git", "ls-files", "-z"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.split("\0")
+        listing = subprocess.run(
+            ["git", "ls-files", "-z"], cwd=root, capture_output=True, text=True
+        )
+        if listing.returncode != 0:
+            return CheckResult(name, False, f"{root} is not a git checkout; cannot copy its files")
+        tracked = listing.stdout.split("\0")
         for rel in filter(None, tracked):
             if (root / rel).is_file():
                 (work / rel).parent.mkdir(parents=True, exist_ok=True)
