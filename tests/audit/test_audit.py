@@ -19,6 +19,9 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.helpers import git as _git
+from tests.helpers import set_params as _set_params
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,28 +52,6 @@ TINY = {
         "optim": {"epochs": 2, "batch_size": 64},
     },
 }
-
-
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> None:
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
-
-
-def _set_params(repo: Path, override: dict[str, Any]) -> None:
-    path = repo / "params.yaml"
-    raw = yaml.safe_load(path.read_text())
-    _merge(raw, override)
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-
-
-def _git(repo: Path, *args: str) -> str:
-    identity = ["-c", "user.name=kdflow-tests", "-c", "user.email=tests@kdflow.invalid"]
-    return subprocess.run(
-        ["git", *identity, *args], cwd=repo, check=True, capture_output=True, text=True
-    ).stdout.strip()
 
 
 def _uri(repo: Path) -> str:

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 import torch
-import yaml
 
 from kdflow.names import METHOD_NAMES
 from kdflow.train.checkpoint import load_model
+from tests.helpers import set_params as _set_params
 
 pytestmark = pytest.mark.slow
 
@@ -53,21 +53,6 @@ RUNS = [  # teacher, method, protocol, seed
     ("none", "none", "zeroshot", 0),
 ]
 OUTPUTS = ("models", "metrics", "plots", "checkpoints")
-
-
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> None:
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
-
-
-def _set_params(repo: Path, override: dict[str, Any]) -> None:
-    path = repo / "params.yaml"
-    raw = yaml.safe_load(path.read_text())
-    _merge(raw, override)
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
 
 
 def _env(tracking_uri: str) -> dict[str, str]:

@@ -19,6 +19,9 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.helpers import git as _git
+from tests.helpers import merge_params as _merge
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,21 +62,6 @@ STUDENTS = [
     for seed in SEEDS
 ]
 MODELS = [f"teacher/{t}" for t in TEACHERS] + STUDENTS
-
-
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> None:
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
-
-
-def _git(repo: Path, *args: str) -> str:
-    identity = ["-c", "user.name=kdflow-tests", "-c", "user.email=tests@kdflow.invalid"]
-    return subprocess.run(
-        ["git", *identity, *args], cwd=repo, check=True, capture_output=True, text=True
-    ).stdout.strip()
 
 
 def _env(repo: Path) -> dict[str, str]:

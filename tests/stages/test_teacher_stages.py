@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 import torch
-import yaml
 
 from kdflow.train.checkpoint import load_model
+from tests.helpers import set_params as _set_params
 
 pytestmark = pytest.mark.slow
 
@@ -37,21 +37,6 @@ TINY = {
     "mcmi": {"optim": {"epochs": MCMI_EPOCHS, "batch_size": 64}},
 }
 OUTPUTS = ("models", "metrics", "plots", "checkpoints")
-
-
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> None:
-    for key, value in override.items():
-        if isinstance(value, dict):
-            _merge(base.setdefault(key, {}), value)
-        else:
-            base[key] = value
-
-
-def _set_params(repo: Path, override: dict[str, Any]) -> None:
-    path = repo / "params.yaml"
-    raw = yaml.safe_load(path.read_text())
-    _merge(raw, override)
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
 
 
 def _stage(repo: Path, env: dict[str, str], name: str) -> subprocess.CompletedProcess[str]:
