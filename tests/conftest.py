@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-VENV_BIN = Path(sys.executable).parent  # the venv running pytest; stage commands say `python`
+from tests.helpers import copy_repo, git
 
-# What a stage needs to run from a scratch copy (no data, no outputs, no caches).
-REPO_FILES = ("params.yaml", "dvc.yaml", ".gitignore", ".dvcignore", ".dvc/config")
-REPO_TREES = ("kdflow", "stages")
+VENV_BIN = Path(sys.executable).parent  # the venv running pytest; stage commands say `python`
 
 
 @pytest.fixture(autouse=True)
@@ -43,27 +39,10 @@ def tracking_db(tmp_path: Path, tracking_uri: str, mlflow_template_db: Path) -> 
     return tracking_uri
 
 
-def git(cwd: Path, *args: str) -> str:
-    """Run git in `cwd` with a fixed identity; return stdout."""
-    identity = ["-c", "user.name=kdflow-tests", "-c", "user.email=tests@kdflow.invalid"]
-    done = subprocess.run(
-        ["git", *identity, *args], cwd=cwd, check=True, capture_output=True, text=True
-    )
-    return done.stdout
-
-
 @pytest.fixture
 def repo_copy(tmp_path: Path) -> Path:
     """Return a scratch git repository holding the code and pipeline files of this repo."""
-    root = tmp_path / "repo"
-    root.mkdir()
-    for name in REPO_FILES:
-        if (REPO / name).exists():
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, root / name)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in REPO_TREES:
-        shutil.copytree(REPO / name, root / name, ignore=ignore)
+    root = copy_repo(tmp_path / "repo")
     git(root, "init", "-q")
     git(root, "add", "-A")
     git(root, "commit", "-q", "-m", "scratch copy")

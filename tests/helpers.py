@@ -2,11 +2,37 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+# What a stage needs to run from a scratch copy (no data, no outputs, no caches).
+REPO_FILES = (
+    "params.yaml",
+    "dvc.yaml",
+    ".gitignore",
+    ".dvcignore",
+    ".dvc/config",
+    ".dvc/.gitignore",
+)
+REPO_TREES = ("kdflow", "stages")
+
+
+def copy_repo(root: Path) -> Path:
+    """Copy the repository's code and pipeline files into the new folder `root`; return it."""
+    root.mkdir(parents=True)
+    for name in REPO_FILES:
+        if (REPO / name).exists():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, root / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in REPO_TREES:
+        shutil.copytree(REPO / name, root / name, ignore=ignore)
+    return root
 
 
 def merge_params(base: dict[str, Any], override: dict[str, Any]) -> None:

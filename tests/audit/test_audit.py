@@ -19,21 +19,13 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.helpers import copy_repo
 from tests.helpers import git as _git
 from tests.helpers import set_params as _set_params
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
-REPO_FILES = (
-    "params.yaml",
-    "dvc.yaml",
-    ".gitignore",
-    ".dvcignore",
-    ".dvc/config",
-    ".dvc/.gitignore",
-)
 DVC_CHECK = "dvc.lock matches workspace"
 LINEAGE_CHECK = "every reported figure has an MLflow run with lineage"
 # Tiny and single-threaded: on a loaded machine idle torch threads slow these models 10-100×.
@@ -107,15 +99,7 @@ def _failed(done: subprocess.CompletedProcess, report: dict[str, Any], check: st
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory, mlflow_template_db: Path) -> Path:
     """Return the scratch git repository after one tiny `dvc repro`."""
-    repo = tmp_path_factory.mktemp("audit") / "repo"
-    repo.mkdir()
-    for name in REPO_FILES:
-        if (REPO / name).exists():
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, repo / name)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for tree in ("kdflow", "stages"):
-        shutil.copytree(REPO / tree, repo / tree, ignore=ignore)
+    repo = copy_repo(tmp_path_factory.mktemp("audit") / "repo")
     _set_params(repo, TINY)
     _git(repo, "init", "-q")
     _git(repo, "add", "-A")

@@ -19,29 +19,20 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.helpers import copy_repo
 from tests.helpers import git as _git
 from tests.helpers import merge_params as _merge
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
-REPO_FILES = (
-    "params.yaml",
-    "dvc.yaml",
-    ".gitignore",
-    ".dvcignore",
-    ".dvc/config",
-    ".dvc/.gitignore",
-)
 TEACHERS = ("mll", "mcmi")
 PROTOCOLS = ("full", "zeroshot")
 SEEDS = (0, 1)
 # Tiny and single-threaded: on a loaded machine idle torch threads slow these models 10-100×.
 TINY = {
     "data": {"num_samples": 500},
-    # Determinism is the audit tests' business; torch.use_deterministic_algorithms imports
-    # torch._dynamo, about 2 s of each of the 15 training stage processes.
+    # Determinism is the audit tests' business.
     "runtime": {"device": "cpu", "threads": 1, "deterministic": False},
     "teacher": {"model": "cnn3", "optim": {"epochs": 3, "batch_size": 64}},
     "mcmi": {"optim": {"epochs": 2, "batch_size": 64}},
@@ -91,15 +82,7 @@ def _dvc(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory, mlflow_template_db: Path) -> dict:
     """Return the scratch repository after one tiny `dvc repro`, its commit and repro output."""
-    repo = tmp_path_factory.mktemp("pipeline") / "repo"
-    repo.mkdir()
-    for name in REPO_FILES:
-        if (REPO / name).exists():
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, repo / name)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for tree in ("kdflow", "stages"):
-        shutil.copytree(REPO / tree, repo / tree, ignore=ignore)
+    repo = copy_repo(tmp_path_factory.mktemp("pipeline") / "repo")
     raw = yaml.safe_load((repo / "params.yaml").read_text())
     _merge(raw, TINY)
     (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
