@@ -32,6 +32,8 @@ class DataParams(_Section):
     val_fraction: float = Field(0.1, gt=0, lt=1)
     test_fraction: float = Field(0.2, gt=0, lt=1)  # sources without an official test split
     image_size: int = Field(32, ge=4, le=512)  # imagefolder: images are resized to this square
+    # Training batches only: crop_flip pads 4 px, crops back at random and flips half (images).
+    augment: Literal["none", "crop_flip"] = "none"
 
     @model_validator(mode="after")
     def _path_for_local_sources(self) -> DataParams:
@@ -122,6 +124,8 @@ class DistillParams(_Section):
     fewshot_fraction: float = Field(0.1, gt=0, le=1)
     omit: list[int] = Field(default_factory=lambda: [9])  # zeroshot: classes the student never sees
     cache_teacher: bool = True  # reuse teacher outputs across epochs (inputs not augmented)
+    # last: the final epoch (the schedule has annealed); best_val_acc: the best validation epoch
+    select: Literal["last", "best_val_acc"] = "last"
     method_params: dict[str, dict[str, float]] = Field(default_factory=dict)
     optim: OptimParams = OptimParams(epochs=30, batch_size=64, lr=0.05)
 

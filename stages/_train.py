@@ -19,6 +19,7 @@ from kdflow.config import Params, params_hash
 from kdflow.data.tensors import PreparedData, load_prepared
 from kdflow.metrics import summarize
 from kdflow.tracking import StageRun, flatten, stage_run
+from kdflow.train.augment import Augment, build_augment
 from kdflow.train.checkpoint import data_fingerprint
 from kdflow.train.device import configure_runtime, resolve_device
 from kdflow.train.outputs import check_logits, write_training_outputs
@@ -47,7 +48,8 @@ class TrainingStage:
 
     def fit_config(self, optim: Any, seed: int, key_parts: dict[str, Any]) -> FitConfig:
         """Return the trainer config with a checkpoint that resumes only this exact run."""
-        key = params_hash({"data": data_fingerprint(self.data.meta), **key_parts})
+        data = {"data": data_fingerprint(self.data.meta), "augment": self.params.data.augment}
+        key = params_hash(data | key_parts)
         return FitConfig(
             optim=optim,
             seed=seed,
@@ -55,6 +57,12 @@ class TrainingStage:
             checkpoint=CHECKPOINTS / f"{self.name}.pt",
             run_key=key,
             compile=self.params.runtime.compile,
+        )
+
+    def augment(self) -> Augment | None:
+        """Return the training-batch augmentation data.augment asks for (None for none)."""
+        return build_augment(
+            self.params.data.augment, self.data.input_shape, self.data.meta["normalization"]
         )
 
     def log_epoch(self) -> Callable[[dict[str, float]], None]:

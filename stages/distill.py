@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import logging
 import sys
 from pathlib import Path
 
 from kdflow.config import load_params
 from kdflow.errors import KdflowError
 from stages._cli import run_stage, stage_parser
+
+log = logging.getLogger(__name__)
 
 
 def run_name(teacher: str, method: str, protocol: str, seed: int) -> str:
@@ -33,7 +36,7 @@ def main(args: argparse.Namespace) -> None:
     from kdflow.train.checkpoint import data_fingerprint, load_model
     from kdflow.train.distill import DistillObjective, PeerGroup, TeacherCache
     from kdflow.train.protocols import check_subset, protocol_indices
-    from kdflow.train.trainer import fit, predict
+    from kdflow.train.trainer import best_val_accuracy, fit, last_epoch, predict
     from stages._train import training_stage
 
     name = run_name(args.teacher, args.method, args.protocol, args.seed)
@@ -103,9 +106,13 @@ def main(args: argparse.Namespace) -> None:
             len(train),
             **cfg.method_params.get(args.method, {}),
         ).to(stage.device)
+        augment = stage.augment()
         cache = None
         if teacher is not None and cfg.cache_teacher:
-            cache = TeacherCache(teacher, train.x, method.needs_features)
+            if augment is None:
+                cache = TeacherCache(teacher, train.x, method.needs_features)
+            else:
+                log.info("teacher outputs not cached: data.augment changes every batch")
         model = PeerGroup(students) if len(students) > 1 else students[0]
         objective = DistillObjective(method, teacher, total_epochs=cfg.optim.epochs, cache=cache)
         result = fit(
@@ -116,6 +123,8 @@ def main(args: argparse.Namespace) -> None:
             stage.fit_config(cfg.optim, args.seed, section),
             num_classes=data.num_classes,
             extra=method,
+            select=last_epoch if cfg.select == "last" else best_val_accuracy,
+            augment=augment,
             on_epoch_end=stage.log_epoch(),
             label=stage_name,
         )

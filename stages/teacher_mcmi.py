@@ -62,6 +62,7 @@ def main(args: argparse.Namespace) -> None:
             stage.fit_config(mcmi.optim, params.teacher.seed, key),
             num_classes=data.num_classes,
             select=select,
+            augment=stage.augment(),
             on_epoch_start=refresh_centroids,
             on_epoch_end=stage.log_epoch(),
             label="teacher_mcmi",

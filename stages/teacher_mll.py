@@ -35,6 +35,7 @@ def main(args: argparse.Namespace) -> None:
             stage.data.val,
             stage.fit_config(teacher.optim, teacher.seed, {"teacher": teacher.model_dump()}),
             num_classes=stage.data.num_classes,
+            augment=stage.augment(),
             on_epoch_end=stage.log_epoch(),
             label="teacher_mll",
         )

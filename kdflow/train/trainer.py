@@ -23,6 +23,8 @@ from kdflow.data.tensors import Split
 from kdflow.errors import KdflowError
 from kdflow.io import atomic_path
 from kdflow.metrics import summarize
+from kdflow.train.augment import Augment
+from kdflow.train.optim import MomentumSGD, learning_rate
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,11 @@ Selector = Callable[[list[dict[str, float]]], int]  # history → index of the e
 def best_val_accuracy(history: list[dict[str, float]]) -> int:
     """Return the index of the epoch with the highest validation accuracy (first on ties)."""
     return max(range(len(history)), key=lambda i: (history[i]["val_acc"], -i))
+
+
+def last_epoch(history: list[dict[str, float]]) -> int:
+    """Return the index of the final epoch (for schedules that anneal to a small rate)."""
+    return len(history) - 1
 
 
 @dataclass
@@ -62,24 +69,6 @@ class FitResult:
     best_state: dict[str, torch.Tensor]
     best_extra_state: dict[str, torch.Tensor] = field(default_factory=dict)
     resumed_from: int = 0  # epochs already done when this call started
-
-
-def build_optimizer(params: list[nn.Parameter], optim: OptimParams) -> torch.optim.Optimizer:
-    """Return SGD with momentum and weight decay from params."""
-    return torch.optim.SGD(
-        params, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay
-    )
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, optim: OptimParams) -> Any:
-    """Return the per-epoch learning-rate schedule (cosine, multistep or constant)."""
-    if optim.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=optim.epochs)
-    if optim.schedule == "multistep":
-        return torch.optim.lr_scheduler.MultiStepLR(
-            optimizer, milestones=optim.milestones, gamma=optim.lr_decay
-        )
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
 
 def _as_input(x: torch.Tensor) -> torch.Tensor:
@@ -114,9 +103,9 @@ def evaluate(
     return summarize(predict(model, split.x, batch_size), split.y, num_classes)
 
 
-def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+def _epoch_generator(seed: int, epoch: int, device: str | torch.device = "cpu") -> torch.Generator:
     # One generator per epoch makes a resumed run shuffle exactly like an uninterrupted one.
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
 
 
 def _load_checkpoint(cfg: FitConfig) -> dict[str, Any] | None:
@@ -157,6 +146,7 @@ def fit(
     num_classes: int,
     select: Selector = best_val_accuracy,
     extra: nn.Module | None = None,
+    augment: Augment | None = None,
     on_epoch_start: Callable[[int], None] | None = None,
     on_epoch_end: Callable[[dict[str, float]], None] | None = None,
     label: str = "train",
@@ -164,16 +154,16 @@ def fit(
     """Train `model` on `train` with `objective`, keep the epoch `select` prefers on `val`.
 
     `extra` holds trainable parts a loss brings (regressors, embeddings); they are optimised
-    and checkpointed with the model. A checkpoint is written atomically after every epoch;
-    a later call with the same `cfg.run_key` resumes from it.
+    and checkpointed with the model. `augment` transforms each training batch on its device.
+    A checkpoint is written atomically after every epoch; a later call with the same
+    `cfg.run_key` resumes from it.
     """
     optim = cfg.optim
     model.to(cfg.device)
     if extra is not None:
         extra.to(cfg.device)
     parameters = list(model.parameters()) + (list(extra.parameters()) if extra is not None else [])
-    optimizer = build_optimizer(parameters, optim)
-    scheduler = build_scheduler(optimizer, optim)
+    optimizer = MomentumSGD(parameters, optim.lr, optim.momentum, optim.weight_decay)
     history: list[dict[str, float]] = []
     best_state: dict[str, torch.Tensor] = {}
     best_extra: dict[str, torch.Tensor] = {}
@@ -185,7 +175,6 @@ def fit(
         if extra is not None:
             extra.load_state_dict(state["extra"])
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
         history, best_state, best_extra = state["history"], state["best_state"], state["best_extra"]
         start = len(history)
         log.info("%s: resuming from checkpoint after epoch %d", label, start)
@@ -197,22 +186,27 @@ def fit(
         for epoch in range(start, optim.epochs):
             if on_epoch_start is not None:
                 on_epoch_start(epoch)
+            optimizer.lr = learning_rate(optim, epoch)
             model.train()
             if extra is not None:
                 extra.train()
             order = torch.randperm(n, generator=_epoch_generator(cfg.seed, epoch)).to(cfg.device)
+            # Its own stream on the device: augmenting never syncs with the host.
+            augment_generator = _epoch_generator(cfg.seed + 1, epoch, cfg.device)
             totals: dict[str, torch.Tensor] = {}
             seen = 0
             for begin in range(0, n, optim.batch_size):
                 index = order[begin : begin + optim.batch_size]
                 if len(index) < 2:  # BatchNorm cannot train on a single sample
                     continue
+                inputs = train.x[index]
+                if augment is not None:
+                    inputs = augment(inputs, augment_generator)
                 with _autocast(cfg.device):
-                    _, terms = objective(
-                        step_model, _as_input(train.x[index]), train.y[index], index, epoch
-                    )
+                    inputs = _as_input(inputs)
+                    _, terms = objective(step_model, inputs, train.y[index], index, epoch)
                 loss = torch.stack([t.float() for t in terms.values()]).sum()
-                optimizer.zero_grad(set_to_none=True)
+                optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
                 # Kept on the device: reading a value here would sync the GPU every step.
@@ -220,10 +214,7 @@ def fit(
                     totals[name] = totals.get(name, 0) + term.detach().float() * len(index)
                 totals["loss"] = totals.get("loss", 0) + loss.detach() * len(index)
                 seen += len(index)
-            lr = optimizer.param_groups[0]["lr"]
-            scheduler.step()
-
-            row: dict[str, float] = {"epoch": epoch + 1, "lr": lr}
+            row: dict[str, float] = {"epoch": epoch + 1, "lr": optimizer.lr}
             row |= {f"train_{k}": float(v) / seen for k, v in totals.items()}
             if not math.isfinite(row["train_loss"]):
                 raise KdflowError(
@@ -244,7 +235,6 @@ def fit(
                             "model": model.state_dict(),
                             "extra": extra.state_dict() if extra is not None else {},
                             "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(),
                             "history": history,
                             "best_state": best_state,
                             "best_extra": best_extra,

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
 import pytest
 import torch
 
 from kdflow.config import OptimParams
+from kdflow.data.tensors import Split
 from kdflow.errors import KdflowError
+from kdflow.models import build_model
+from kdflow.train.augment import CropFlip
 from kdflow.train.device import resolve_device
+from kdflow.train.optim import learning_rate
 from kdflow.train.teacher import cross_entropy_objective
-from kdflow.train.trainer import FitResult, build_scheduler, evaluate, fit
+from kdflow.train.trainer import FitResult, evaluate, fit
 
 NUM_CLASSES = 4
 TRAINER_LOG = "kdflow.train.trainer"
@@ -146,7 +151,9 @@ def test_checkpoint_loads_weights_only(new_model, blobs, make_config, schedule):
     assert state["history"] == result.history
     assert_same_state(state["model"], model.state_dict())
     assert_same_state(state["best_state"], result.best_state)
-    assert state["scheduler"]["last_epoch"] == 2
+    # The checkpoint holds the rate of the last finished epoch; the next one is recomputed.
+    assert state["optimizer"]["lr"] == result.history[-1]["lr"]
+    assert len(state["optimizer"]["buffers"]) == len(list(model.parameters()))
 
 
 def test_nan_loss_raises_before_checkpointing(new_model, blobs, make_config):
@@ -174,10 +181,17 @@ def test_cpu_device_resolves():
     assert resolve_device("cpu") == torch.device("cpu")
 
 
-def _lrs(optim: OptimParams) -> list[float]:
-    model = torch.nn.Linear(2, 2)
-    optimizer = torch.optim.SGD(model.parameters(), lr=optim.lr)
-    scheduler = build_scheduler(optimizer, optim)
+def _torch_lrs(optim: OptimParams) -> list[float]:
+    """Return the per-epoch rates torch's own schedulers give (an independent reference)."""
+    optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=optim.lr)
+    if optim.schedule == "cosine":
+        scheduler: Any = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, optim.epochs)
+    elif optim.schedule == "multistep":
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            optimizer, optim.milestones, gamma=optim.lr_decay
+        )
+    else:
+        scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
     rates = []
     for _ in range(optim.epochs):
         rates.append(optimizer.param_groups[0]["lr"])
@@ -186,24 +200,32 @@ def _lrs(optim: OptimParams) -> list[float]:
     return rates
 
 
+@pytest.mark.parametrize(
+    "optim",
+    [
+        OptimParams(epochs=10, batch_size=8, lr=0.1, schedule="cosine"),
+        OptimParams(epochs=240, batch_size=64, lr=0.05, schedule="cosine"),
+        OptimParams(
+            epochs=10, batch_size=8, lr=0.1, schedule="multistep", milestones=[3, 7], lr_decay=0.2
+        ),
+        OptimParams(
+            epochs=240, batch_size=64, lr=0.05, schedule="multistep", milestones=[150, 180, 210]
+        ),
+        OptimParams(epochs=4, batch_size=8, lr=0.1, schedule="constant"),
+    ],
+    ids=["cosine", "cosine-240", "multistep", "multistep-paper", "constant"],
+)
+def test_schedule_matches_torch_schedulers(optim: OptimParams):
+    ours = [learning_rate(optim, epoch) for epoch in range(optim.epochs)]
+
+    assert ours == pytest.approx(_torch_lrs(optim), rel=1e-9, abs=1e-15)
+
+
 def test_cosine_schedule_follows_the_formula():
     optim = OptimParams(epochs=10, batch_size=8, lr=0.1, schedule="cosine")
 
     expected = [0.1 * (1 + math.cos(math.pi * t / 10)) / 2 for t in range(10)]
-    assert _lrs(optim) == pytest.approx(expected, rel=1e-12, abs=1e-15)
-
-
-def test_multistep_schedule_follows_the_formula():
-    optim = OptimParams(
-        epochs=10, batch_size=8, lr=0.1, schedule="multistep", milestones=[3, 7], lr_decay=0.2
-    )
-
-    expected = [0.1 * 0.2 ** sum(t >= m for m in (3, 7)) for t in range(10)]
-    assert _lrs(optim) == pytest.approx(expected, rel=1e-12)
-
-
-def test_constant_schedule_keeps_the_rate():
-    assert _lrs(OptimParams(epochs=4, batch_size=8, lr=0.1, schedule="constant")) == [0.1] * 4
+    assert [learning_rate(optim, t) for t in range(10)] == pytest.approx(expected, rel=1e-12)
 
 
 def test_resumed_result_reports_its_start(new_model, blobs, make_config):
@@ -216,3 +238,41 @@ def test_resumed_result_reports_its_start(new_model, blobs, make_config):
     assert again.resumed_from == 2
     assert again.history == first.history
     assert_same_state(again.best_state, first.best_state)
+
+
+def test_augmented_fit_sees_augmented_batches_and_repeats_exactly(make_config):
+    generator = torch.Generator().manual_seed(0)
+    images = Split(
+        torch.randn(96, 3, 8, 8, generator=generator), torch.arange(96) % 4, torch.arange(96)
+    )
+    seen: list[torch.Tensor] = []
+
+    def recording_objective(model, x, y, index, epoch):
+        seen.append(x.clone())
+        return cross_entropy_objective(model, x, y, index, epoch)
+
+    def run(augment):
+        torch.manual_seed(0)
+        model = build_model("cnn3", (3, 8, 8), 4)
+        seen.clear()
+        result = fit(
+            model,
+            recording_objective,
+            images,
+            images,
+            make_config(epochs=2, batch_size=32),
+            num_classes=4,
+            augment=augment,
+        )
+        return result, [x.clone() for x in seen]
+
+    crop_flip = CropFlip(2, [0.0] * 3, [1.0] * 3)
+    first, first_batches = run(crop_flip)
+    again, again_batches = run(crop_flip)
+    plain, plain_batches = run(None)
+
+    assert first.history == again.history
+    assert all(torch.equal(a, b) for a, b in zip(first_batches, again_batches, strict=True))
+    assert not any(torch.equal(a, b) for a, b in zip(first_batches, plain_batches, strict=True))
+    # Without augmentation the batches are the stored samples themselves.
+    assert any(torch.equal(plain_batches[0][0], images.x[i]) for i in range(len(images)))
