@@ -1,4 +1,5 @@
-"""The `kdflow` command: `kdflow audit` checks that the pipeline's numbers can be trusted."""
+"""The `kdflow` command: `audit` checks that the pipeline's numbers can be trusted; `preset`
+turns a paper preset into `dvc exp run` parameter overrides."""
 
 from __future__ import annotations
 
@@ -87,3 +88,80 @@ def audit(
 
 if __name__ == "__main__":
     app()
+
+
+def preset_overrides(params: dict, presets: list[dict]) -> list[str]:
+    """Return the `dvc exp run -S` overrides that turn `params` into params + `presets`.
+
+    The merged result is validated first, so a bad preset fails here, not hours into a run.
+    Keys new to params.yaml get Hydra's `+` prefix, which DVC's `-S` requires for them.
+    """
+    import copy
+    import json
+
+    from kdflow.config import parse_params
+
+    def merge(base: dict, override: dict) -> None:
+        for key, value in override.items():
+            if isinstance(value, dict) and isinstance(base.get(key), dict):
+                merge(base[key], value)
+            else:
+                base[key] = copy.deepcopy(value)
+
+    def leaves(value: object, prefix: str) -> list[tuple[str, object]]:
+        if isinstance(value, dict) and value:
+            return [pair for k, v in value.items() for pair in leaves(v, f"{prefix}.{k}")]
+        return [(prefix, value)]
+
+    def diff(base: dict, merged: dict, prefix: str) -> list[str]:
+        pairs = []
+        for key, value in merged.items():
+            path = f"{prefix}{key}"
+            if key in base and isinstance(base[key], dict) and isinstance(value, dict):
+                pairs += diff(base[key], value, f"{path}.")
+            elif key not in base:
+                pairs += [
+                    f"+{p}={json.dumps(v, separators=(',', ':'))}" for p, v in leaves(value, path)
+                ]
+            elif base[key] != value:
+                # Compact JSON is valid override syntax without spaces: it survives `$(...)`.
+                pairs.append(f"{path}={json.dumps(value, separators=(',', ':'))}")
+        return pairs
+
+    merged = copy.deepcopy(params)
+    for preset in presets:
+        merge(merged, preset)
+    parse_params(merged)
+    return diff(params, merged, "")
+
+
+@app.command()
+def preset(
+    files: Annotated[list[Path], typer.Argument(help="preset YAML files, applied in order")],
+    params: Annotated[Path, typer.Option(help="params file the preset applies to")] = Path(
+        "params.yaml"
+    ),
+) -> None:
+    """Print `-S key=value` overrides for `dvc exp run $(kdflow preset FILE...)`."""
+    import yaml
+
+    from kdflow.errors import KdflowError
+
+    try:
+        base = yaml.safe_load(params.read_text()) if params.is_file() else None
+        if not isinstance(base, dict):
+            raise KdflowError(f"{params}: not found or not a mapping; run from the repository root")
+        loaded = []
+        for path in files:
+            if not path.is_file():
+                raise KdflowError(f"preset {path} not found; the presets live in presets/")
+            data = yaml.safe_load(path.read_text())
+            if not isinstance(data, dict):
+                raise KdflowError(f"preset {path}: expected a mapping of params sections")
+            loaded.append(data)
+        pairs = preset_overrides(base, loaded)
+    except (KdflowError, yaml.YAMLError) as exc:
+        typer.echo(f"kdflow preset: error: {str(exc).splitlines()[0]}", err=True)
+        raise typer.Exit(2) from None
+    for pair in pairs:
+        typer.echo(f"-S {pair}")
