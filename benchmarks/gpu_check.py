@@ -1,7 +1,8 @@
 """KD training throughput of kdflow's trainer on CIFAR-shaped synthetic data, CPU or CUDA.
 
 For each teacher→student pair it runs `fit()` with the `kd` method and a live teacher
-forward (CIFAR training augments its inputs, so the teacher cannot be cached), bf16
+forward (CIFAR training augments its inputs, so the teacher cannot be cached): the training
+set held on the device, crop+flip of whole batches on the device (`CropFlip`), bf16
 autocast and channels_last on CUDA, optionally torch.compile. The first epoch is a
 warm-up; the second is timed. The last lines project a published-length run (240 epochs
 of 50,000 images) from the measured samples/s.
@@ -22,6 +23,7 @@ from kdflow.config import OptimParams
 from kdflow.data.tensors import Split
 from kdflow.losses import OutputShapes, build_method
 from kdflow.models import build_model
+from kdflow.train.augment import CropFlip
 from kdflow.train.distill import DistillObjective
 from kdflow.train.trainer import FitConfig, fit
 
@@ -61,8 +63,20 @@ def measure(teacher_name: str, student_name: str, args: argparse.Namespace) -> d
 
     optim = OptimParams(epochs=2, batch_size=args.batch_size, lr=0.05)
     cfg = FitConfig(optim=optim, seed=0, device=device, compile=args.compile)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    fit(student, objective, train, val, cfg, num_classes=100, extra=method, on_epoch_end=stamp)
+    fit(
+        student,
+        objective,
+        train,
+        val,
+        cfg,
+        num_classes=100,
+        extra=method,
+        augment=CropFlip(4, [0.0] * 3, [1.0] * 3),
+        on_epoch_end=stamp,
+    )
     epoch_seconds = times[1] - times[0]
     samples_per_second = len(train) / epoch_seconds
     return {
@@ -71,6 +85,10 @@ def measure(teacher_name: str, student_name: str, args: argparse.Namespace) -> d
         "batch_size": args.batch_size,
         "compile": args.compile,
         "samples_per_second": round(samples_per_second, 1),
+        "steps_timed": -(-len(train) // args.batch_size),
+        "peak_memory_mib": (
+            round(torch.cuda.max_memory_allocated() / 2**20) if device.type == "cuda" else None
+        ),
         "first_epoch_seconds": round(times[0] - start, 2),
         "projected_240_epochs_50k_minutes": round(240 * 50_000 / samples_per_second / 60, 1),
     }
