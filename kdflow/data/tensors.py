@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,40 @@ from kdflow.errors import KdflowError
 from kdflow.io import sha256_file
 
 SPLITS = ("train", "val", "test")
+log = logging.getLogger(__name__)
+
+
+def free_bytes(device: torch.device) -> int | None:
+    """Return the bytes free on an accelerator, or None for the CPU (host memory is the limit)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type == "mps":
+        return torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory()
+    return None
+
+
+def placement(
+    nbytes: int, device: torch.device, what: str, free: int | None = None, share: float = 0.5
+) -> torch.device:
+    """Return `device` if `nbytes` fit in `share` of its free memory, else the CPU (with a warning).
+
+    Tensors kept on the CPU are streamed to the device batch by batch by the trainer; the
+    other half of the device is left for the model, its activations and the optimiser.
+    """
+    free = free_bytes(device) if free is None else free
+    if free is None or nbytes <= share * free:
+        log.info("%s: %.1f MiB on %s", what, nbytes / 2**20, device)
+        return device
+    log.warning(
+        "%s needs %.1f MiB, more than %.0f%% of the %.1f MiB free on %s: keeping it in host "
+        "memory and streaming batches (slower)",
+        what,
+        nbytes / 2**20,
+        share * 100,
+        free / 2**20,
+        device,
+    )
+    return torch.device("cpu")
 
 
 @dataclass
@@ -64,7 +99,7 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def _to_split(table: Any, meta: dict[str, Any], device: torch.device) -> Split:
+def _to_split(table: Any, meta: dict[str, Any]) -> Split:
     shape = tuple(meta["input_shape"])
     x = torch.from_numpy(np.array(table["x"].to_numpy())).reshape(-1, *shape).float()
     norm = meta["normalization"]
@@ -74,7 +109,7 @@ def _to_split(table: Any, meta: dict[str, Any], device: torch.device) -> Split:
     x = (x - mean) / std
     y = torch.from_numpy(table["label"].to_numpy().astype(np.int64))
     ids = torch.from_numpy(table["sample_id"].to_numpy().astype(np.int64))
-    return Split(x.to(device), y.to(device), ids.to(device))
+    return Split(x, y, ids)
 
 
 def load_prepared(folder: str | Path, device: torch.device | str = "cpu") -> PreparedData:
@@ -94,5 +129,10 @@ def load_prepared(folder: str | Path, device: torch.device | str = "cpu") -> Pre
                 f"{path} changed after prepare (sha256 {digest[:12]}…, meta.json says "
                 f"{meta['hashes'][name][:12]}…); rerun the prepare stage"
             )
-        splits[name] = _to_split(pl.read_parquet(path), meta, torch.device(device))
+        splits[name] = _to_split(pl.read_parquet(path), meta)
+    nbytes = sum(t.nbytes for split in splits.values() for t in (split.x, split.y, split.ids))
+    target = placement(nbytes, torch.device(device), "prepared data")
+    splits = {
+        name: Split(s.x.to(target), s.y.to(target), s.ids.to(target)) for name, s in splits.items()
+    }
     return PreparedData(meta=meta, **splits)

@@ -18,6 +18,7 @@ only in training mode, so evaluating the loss does not write validation rows.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -35,6 +36,8 @@ from kdflow.losses.base import (
 )
 
 NCE_EPS = 1e-7  # RepDistiller's ContrastLoss guard on the NCE ratios
+
+log = logging.getLogger(__name__)
 
 
 class Embed(nn.Module):
@@ -99,6 +102,13 @@ class CRD(FeatureDistillMethod):
         self.memory_teacher: Tensor  # N×feat_dim, momentum average of teacher embeddings
         self.register_buffer("memory_student", self._uniform(shape, bound))
         self.register_buffer("memory_teacher", self._uniform(shape, bound))
+        # Sized by the data set (2×N×feat_dim floats): 50k CIFAR images at 128 dims is 49 MiB.
+        log.info(
+            "crd: memory bank 2×%d×%d = %.1f MiB",
+            num_train,
+            feat_dim,
+            2 * 4 * num_train * feat_dim / 2**20,
+        )
         # Normalising constants Z, fixed from the first batch; negative means "not yet set".
         self.z_student: Tensor
         self.z_teacher: Tensor

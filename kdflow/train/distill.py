@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from kdflow.data.tensors import placement
 from kdflow.losses import DistillBatch, DistillMethod
 from kdflow.models.base import KDModel, ModelOutput
 
@@ -55,26 +56,35 @@ def teacher_outputs(teacher: KDModel, x: torch.Tensor, features: bool) -> ModelO
 class TeacherCache:
     """The teacher's outputs on every training input, computed once and reused every epoch.
 
-    Valid only when training inputs are not randomly augmented.
+    Valid only when training inputs are not randomly augmented. The cache lives on the
+    teacher's device when it fits (its size is logged), else in host memory.
     """
 
     def __init__(self, teacher: KDModel, x: torch.Tensor, features: bool, batch_size: int = 1024):
+        device = next(teacher.parameters()).device
         parts = [
-            teacher_outputs(teacher, x[i : i + batch_size], features)
+            teacher_outputs(teacher, x[i : i + batch_size].to(device), features)
             for i in range(0, len(x), batch_size)
         ]
-        self.logits = torch.cat([p.logits for p in parts])  # N×C
-        self.features = [
-            torch.cat([p.features[k] for p in parts]) for k in range(len(parts[0].features))
+        outputs = [
+            torch.cat([p.logits for p in parts]),  # N×C
+            *[torch.cat([p.features[k] for p in parts]) for k in range(len(parts[0].features))],
+            torch.cat([p.embedding for p in parts]) if features else x.new_zeros(0),
         ]
-        self.embedding = torch.cat([p.embedding for p in parts]) if features else x.new_zeros(0)
+        home = placement(sum(t.nbytes for t in outputs), device, "teacher output cache")
+        self.logits, *self.features, self.embedding = [t.to(home) for t in outputs]
 
     def lookup(self, index: torch.Tensor) -> ModelOutput:
-        """Return the cached outputs of the training samples at `index`."""
+        """Return the cached outputs of the training samples at `index`, on index's device."""
+        rows = index.to(self.logits.device)
+
+        def take(t: torch.Tensor) -> torch.Tensor:
+            return t[rows].to(index.device, non_blocking=True)
+
         return ModelOutput(
-            logits=self.logits[index],
-            features=[f[index] for f in self.features],
-            embedding=self.embedding[index] if self.embedding.numel() else self.embedding,
+            logits=take(self.logits),
+            features=[take(f) for f in self.features],
+            embedding=take(self.embedding) if self.embedding.numel() else self.embedding,
         )
 
 

@@ -84,16 +84,17 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
 
 @torch.inference_mode()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Return the model's float32 logits (N×C) for all inputs, in eval mode."""
+    """Return the model's float32 logits (N×C) for all inputs, in eval mode, on x's device."""
     was_training = model.training
     model.eval()
-    device = x.device
+    device = next(model.parameters()).device
     with _autocast(device):
         logits = [
-            model(_as_input(x[i : i + batch_size])).float() for i in range(0, len(x), batch_size)
+            model(_as_input(x[i : i + batch_size].to(device, non_blocking=True))).float()
+            for i in range(0, len(x), batch_size)
         ]
     model.train(was_training)
-    return torch.cat(logits)
+    return torch.cat(logits).to(x.device)
 
 
 def evaluate(
@@ -181,6 +182,7 @@ def fit(
 
     step_model = torch.compile(model) if cfg.compile and cfg.device.type == "cuda" else model
     n = len(train)
+    data_device = train.x.device  # the training device, or the CPU when the data set streams
     with _progress(optim.epochs, label) as progress:
         task = progress.add_task(label, total=optim.epochs, completed=start, status="")
         for epoch in range(start, optim.epochs):
@@ -190,7 +192,7 @@ def fit(
             model.train()
             if extra is not None:
                 extra.train()
-            order = torch.randperm(n, generator=_epoch_generator(cfg.seed, epoch)).to(cfg.device)
+            order = torch.randperm(n, generator=_epoch_generator(cfg.seed, epoch)).to(data_device)
             # Its own stream on the device: augmenting never syncs with the host.
             augment_generator = _epoch_generator(cfg.seed + 1, epoch, cfg.device)
             totals: dict[str, torch.Tensor] = {}
@@ -199,12 +201,16 @@ def fit(
                 index = order[begin : begin + optim.batch_size]
                 if len(index) < 2:  # BatchNorm cannot train on a single sample
                     continue
-                inputs = train.x[index]
+                inputs, labels = train.x[index], train.y[index]
+                if data_device != cfg.device:  # streamed: the data set did not fit the device
+                    inputs = inputs.pin_memory().to(cfg.device, non_blocking=True)
+                    labels = labels.to(cfg.device, non_blocking=True)
+                    index = index.to(cfg.device, non_blocking=True)
                 if augment is not None:
                     inputs = augment(inputs, augment_generator)
                 with _autocast(cfg.device):
                     inputs = _as_input(inputs)
-                    _, terms = objective(step_model, inputs, train.y[index], index, epoch)
+                    _, terms = objective(step_model, inputs, labels, index, epoch)
                 loss = torch.stack([t.float() for t in terms.values()]).sum()
                 optimizer.zero_grad()
                 loss.backward()

@@ -7,7 +7,7 @@ import torch
 
 from kdflow.config import DataParams
 from kdflow.data.prepare import prepare
-from kdflow.data.tensors import load_prepared
+from kdflow.data.tensors import load_prepared, placement
 from kdflow.errors import KdflowError
 
 
@@ -42,3 +42,28 @@ def test_a_table_whose_bytes_changed_after_prepare_is_refused(prepared):
 def test_missing_meta_says_to_run_prepare(tmp_path):
     with pytest.raises(KdflowError, match="run the prepare stage first"):
         load_prepared(tmp_path)
+
+
+def test_data_that_fits_stays_on_the_device(caplog):
+    with caplog.at_level("INFO"):
+        home = placement(400 * 2**20, torch.device("cuda"), "prepared data", free=1000 * 2**20)
+
+    assert home == torch.device("cuda")
+    assert "prepared data: 400.0 MiB on cuda" in caplog.text
+
+
+def test_data_too_big_for_the_device_streams_from_host_with_a_warning(caplog):
+    with caplog.at_level("WARNING"):
+        home = placement(
+            600 * 2**20, torch.device("cuda"), "teacher output cache", free=1000 * 2**20
+        )
+
+    assert home == torch.device("cpu")
+    assert (
+        "teacher output cache needs 600.0 MiB, more than 50% of the 1000.0 MiB free" in caplog.text
+    )
+    assert "streaming batches" in caplog.text
+
+
+def test_host_memory_is_never_second_guessed():
+    assert placement(10**15, torch.device("cpu"), "prepared data") == torch.device("cpu")
