@@ -149,6 +149,63 @@ class DistillParams(_Section):
         return self
 
 
+class E2EOptimParams(_Section):
+    """SGD settings of an end-to-end baseline; its epochs come from its modular counterpart."""
+
+    batch_size: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    # No multistep: its milestones would have to follow an epoch count nobody writes down.
+    schedule: Literal["cosine", "constant"] = "cosine"
+
+    def with_epochs(self, epochs: int) -> OptimParams:
+        """Return these settings as the optimiser params of an `epochs`-epoch run."""
+        return OptimParams(epochs=epochs, **self.model_dump())
+
+
+class AssemblyParams(_Section):
+    """Deep Model Assembling and m2mKD (ALGORITHMS §7–8): modules trained apart, then chained."""
+
+    target: str = "resnet14"  # DMA target; its meta model also hosts the m2mKD pairs
+    student: str = "wrn_16_1"  # m2mKD student: its modules learn from the MLL teacher's
+    modules: list[int] = Field(default_factory=lambda: [0, 1, 2])  # 0..K−1 (DVC foreach)
+    seed: int = Field(0, ge=0)
+    alpha: float = Field(0.5, ge=0, le=1)  # m2mKD: (1 − α)·CE + α·τ²·KL
+    tau: float = Field(1.0, gt=0)
+    # m2mKD's preparation step: incubate each teacher module in the meta model (CE, the
+    # `incubate` settings) before it teaches; 0 uses the raw teacher module (§8 as written).
+    teacher_incubate_epochs: int = Field(2, ge=0)
+    finetune_kd: bool = False  # m2m_assemble and m2m_e2e add KD from the MLL teacher (α, τ)
+    meta: OptimParams = OptimParams(epochs=5, batch_size=128, lr=0.05)
+    incubate: OptimParams = OptimParams(epochs=2, batch_size=128, lr=0.05)
+    finetune: OptimParams = OptimParams(epochs=3, batch_size=128, lr=0.05)
+    m2m: OptimParams = OptimParams(epochs=2, batch_size=128, lr=0.01)
+    m2m_finetune: OptimParams = OptimParams(epochs=3, batch_size=128, lr=0.05)
+    e2e: E2EOptimParams = E2EOptimParams(batch_size=128, lr=0.05)
+
+    @model_validator(mode="after")
+    def _known_models_and_modules(self) -> AssemblyParams:
+        _check_model_name("assembly.target", self.target)
+        _check_model_name("assembly.student", self.student)
+        if len(self.modules) < 2 or self.modules != list(range(len(self.modules))):
+            raise ValueError(
+                f"assembly.modules {self.modules} must list the module indices 0, 1, …, K−1 "
+                "in order, with K ≥ 2"
+            )
+        return self
+
+    def dma_e2e_optim(self) -> OptimParams:
+        """Return the DMA baseline's optimiser: the epochs of meta + K incubations + fine-tune."""
+        epochs = self.meta.epochs + len(self.modules) * self.incubate.epochs
+        return self.e2e.with_epochs(epochs + self.finetune.epochs)
+
+    def m2m_e2e_optim(self) -> OptimParams:
+        """Return the m2mKD baseline's optimiser: the epochs of K pairs + the assembled run."""
+        epochs = len(self.modules) * self.m2m.epochs + self.m2m_finetune.epochs
+        return self.e2e.with_epochs(epochs)
+
+
 class Params(_Section):
     """Every knob of every stage; mirrors params.yaml."""
 
@@ -158,6 +215,7 @@ class Params(_Section):
     teacher: TeacherParams = TeacherParams()
     mcmi: McmiParams = McmiParams()
     distill: DistillParams = DistillParams()
+    assembly: AssemblyParams = AssemblyParams()
 
 
 def _format_error(error: dict[str, Any], raw: dict[str, Any]) -> str:

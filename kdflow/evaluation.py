@@ -17,12 +17,23 @@ from kdflow.train.checkpoint import data_fingerprint, load_model
 from kdflow.train.outputs import check_logits
 from kdflow.train.trainer import predict
 
+# The final models of model assembly; the meta model and per-module checkpoints beside them
+# are intermediate products, not classifiers to compare.
+ASSEMBLY_MODELS = ("dma", "dma_e2e", "m2m", "m2m_e2e")
+
+
+# What a record copies from its stage's metrics: the grid coordinates and the training time.
+STAGE_KEYS = ("teacher", "method", "protocol", "seed", "train_seconds", "train_seconds_parallel")
+
 
 def find_models(models_dir: Path, metrics_dir: Path) -> list[dict[str, Any]]:
     """Return one entry per trained model: name, kind, model path and its stage's metrics."""
     entries = []
-    for kind in ("teacher", "distill"):
-        for path in sorted((models_dir / kind).glob("*.pt")):
+    for kind in ("teacher", "distill", "assembly"):
+        paths = sorted((models_dir / kind).glob("*.pt"))
+        if kind == "assembly":
+            paths = [p for p in paths if p.stem in ASSEMBLY_MODELS]
+        for path in paths:
             metrics_path = metrics_dir / kind / f"{path.stem}.json"
             if not metrics_path.is_file():
                 raise KdflowError(f"{path} has no metrics file {metrics_path}; rerun its stage")
@@ -56,7 +67,7 @@ def evaluate_model(
         "name": entry["name"],
         "kind": entry["kind"],
         "arch": meta["arch"],
-        **{k: stage[k] for k in ("teacher", "method", "protocol", "seed") if k in stage},
+        **{k: stage[k] for k in STAGE_KEYS if k in stage},
         **{f"test_{k}": v for k, v in test.items() if k != "per_class_acc"},
         "per_class_acc": test["per_class_acc"],
     }

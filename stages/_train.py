@@ -79,12 +79,14 @@ class TrainingStage:
         arch: str,
         outputs: dict[str, Path],
         extra_metrics: dict[str, Any] | None = None,
+        extra_model_meta: dict[str, Any] | None = None,
         selected_state: bool = True,
     ) -> dict[str, Any]:
         """Evaluate the selected weights on val and test, write and log outputs; return metrics.
 
         `selected_state=False` means the caller already loaded the selected weights into
-        `model` (a student inside a peer group, say).
+        `model` (a student inside a peer group, say). `extra_model_meta` joins the checkpoint's
+        metadata (how to rebuild a model that is not a zoo architecture, say).
         """
         if selected_state:
             model.load_state_dict(result.best_state)
@@ -112,6 +114,7 @@ class TrainingStage:
             "data_hash": data_fingerprint(self.data.meta),
             "params_hash": params_hash(self.params),
             "stage": self.name,
+            **(extra_model_meta or {}),
         }
         checks += write_training_outputs(
             model=model,

@@ -30,13 +30,13 @@ def save_model(path: str | Path, model: nn.Module, meta: dict[str, Any]) -> None
         torch.save({"meta": meta, "state_dict": model.state_dict()}, tmp)
 
 
-def load_model(
+def read_model_file(
     path: str | Path,
     *,
     expect: dict[str, Any] | None = None,
     device: torch.device | str = "cpu",
-) -> tuple[KDModel, dict[str, Any]]:
-    """Return (model, meta) from a model file; metadata must match `expect` where given."""
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Return (state_dict, meta) of a model file; metadata must match `expect` where given."""
     path = Path(path)
     if not path.is_file():
         raise KdflowError(f"model file {path} not found; run the stage that trains it first")
@@ -57,9 +57,27 @@ def load_model(
                 f"{path} was trained for {key}={found!r} but this data has {key}={wanted!r}; "
                 "rerun the stage that trains it on the current data"
             )
-    model = build_model(meta["arch"], tuple(meta["input_shape"]), int(meta["num_classes"]))
+    return state, meta
+
+
+def load_weights(
+    model: nn.Module, state: dict[str, torch.Tensor], path: str | Path, arch: str
+) -> None:
+    """Load `state` into `model`, or raise KdflowError saying the file does not fit `arch`."""
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise KdflowError(f"{path}: weights do not fit {meta['arch']} ({str(exc)[:120]})") from None
+        raise KdflowError(f"{path}: weights do not fit {arch} ({str(exc)[:120]})") from None
+
+
+def load_model(
+    path: str | Path,
+    *,
+    expect: dict[str, Any] | None = None,
+    device: torch.device | str = "cpu",
+) -> tuple[KDModel, dict[str, Any]]:
+    """Return (model, meta) from a model file; metadata must match `expect` where given."""
+    state, meta = read_model_file(path, expect=expect, device=device)
+    model = build_model(meta["arch"], tuple(meta["input_shape"]), int(meta["num_classes"]))
+    load_weights(model, state, path, meta["arch"])
     return model.to(device), meta

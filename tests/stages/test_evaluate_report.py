@@ -45,6 +45,23 @@ TINY = {
         "omit": [9],
         "optim": {"epochs": 2, "batch_size": 64},
     },
+    # cnn3 throughout: the m2mKD teacher (cnn3) must share the meta model's boundaries.
+    "assembly": {
+        "target": "cnn3",
+        "student": "cnn3",
+        "teacher_incubate_epochs": 1,
+        **{
+            section: {"epochs": 1, "batch_size": 64, "lr": 0.05}
+            for section in ("meta", "incubate", "finetune", "m2m", "m2m_finetune")
+        },
+        "e2e": {"batch_size": 64, "lr": 0.05},
+    },
+}
+ASSEMBLY_STAGES = {
+    "assemble": "dma",
+    "dma_e2e": "dma_e2e",
+    "m2m_assemble": "m2m",
+    "m2m_e2e": "m2m_e2e",
 }
 STUDENTS = [
     f"distill/{teacher}-{method}-{protocol}-s{seed}"
@@ -52,7 +69,11 @@ STUDENTS = [
     for protocol in PROTOCOLS
     for seed in SEEDS
 ]
-MODELS = [f"teacher/{t}" for t in TEACHERS] + STUDENTS
+MODELS = (
+    [f"teacher/{t}" for t in TEACHERS]
+    + STUDENTS
+    + [f"assembly/{name}" for name in ASSEMBLY_STAGES.values()]
+)
 
 
 def _env(repo: Path) -> dict[str, str]:
@@ -107,8 +128,10 @@ def _stage_metrics(repo: Path, name: str) -> dict[str, Any]:
 
 def test_repro_ran_every_stage(pipeline):
     out = pipeline["repro"].stdout
-    for stage in ("prepare", "teacher_mll", "teacher_mcmi", "evaluate", "report"):
+    stages = ("prepare", "teacher_mll", "teacher_mcmi", "meta", *ASSEMBLY_STAGES, "evaluate")
+    for stage in (*stages, "report"):
         assert f"Running stage '{stage}'" in out, out
+    assert out.count("Running stage 'incubate@") == out.count("Running stage 'm2m@") == 3
     assert out.count("Running stage 'distill@") == len(TEACHERS) * len(PROTOCOLS) * len(SEEDS)
     assert out.count("Running stage 'baseline@") == len(PROTOCOLS) * len(SEEDS)
 
@@ -189,6 +212,7 @@ def test_report_has_every_section_provenance_and_run(pipeline):
         r.info.run_id
         for r in runs
         if r.data.tags["kdflow.stage"].startswith(("teacher_", "distill@"))
+        or r.data.tags["kdflow.stage"] in ASSEMBLY_STAGES
     }
     assert len(trained) == len(MODELS)
     assert set(re.findall(r"^\| \S+ \| `([0-9a-f]{32})` \|$", provenance, re.MULTILINE)) == trained
@@ -202,6 +226,18 @@ def test_report_has_every_section_provenance_and_run(pipeline):
     # Both teachers and every student group are in the tables.
     assert "| MLL |" in text and "| MCMI |" in text
     assert "| kd |" in text and "| none |" in text
+    # Each modular model and its end-to-end baseline, with eval.json's accuracy and the
+    # stage's training time (sequential, and wall time when the modules run side by side).
+    models = _json(repo / "metrics" / "eval.json")["models"]
+    for name in ASSEMBLY_STAGES.values():
+        record = models[f"assembly/{name}"]
+        stage = _stage_metrics(repo, f"assembly/{name}")
+        assert record["train_seconds"] == stage["train_seconds"]
+        seconds = f"{stage['train_seconds']:.1f}"
+        if not name.endswith("_e2e"):
+            assert stage["train_seconds_parallel"] <= stage["train_seconds"]
+            seconds += f" ({stage['train_seconds_parallel']:.1f})"
+        assert f"(`{name}`) | {record['test_acc'] * 100:.2f} | {seconds} |" in text, name
 
 
 def test_report_figures_exist_as_png(pipeline):
@@ -211,6 +247,7 @@ def test_report_figures_exist_as_png(pipeline):
     figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
 
     assert "figures/teachers.png" in figures and "figures/zeroshot.png" in figures
+    assert "figures/assembly.png" in figures
     for figure in figures:
         path = reports / figure
         assert path.is_file(), figure

@@ -1,0 +1,108 @@
+"""m2mKD, module-to-module distillation (ALGORITHMS §8).
+
+Pair i, on input x, with every meta part frozen:
+
+    h   = meta prefix(x)                                   (meta stem + meta modules < i)
+    z_t = meta suffix(teacher module i(h))                 (meta modules > i + meta head)
+    z_s = meta suffix(stitch_out(student module i(stitch_in(h))))
+    L   = (1 − α)·CE(z_s, y) + α·τ²·KL(softmax_τ(z_t) ‖ softmax_τ(z_s))
+
+Only student module i and its two stitches train. The teacher module reads and writes the
+meta model's activations directly, so the teacher and the meta model must have equal shapes
+at every module boundary; the student's widths may differ (the stitches adapt them) but its
+spatial sizes may not.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import Tensor, nn
+
+from kdflow.assembly.hybrid import HybridModel
+from kdflow.assembly.meta import BoundaryShapes, MetaModel, format_shapes
+from kdflow.assembly.stitch import StitchedModule, stitch_layer
+from kdflow.errors import KdflowError
+from kdflow.losses.functional import cross_entropy, softened_kl
+from kdflow.models.base import KDModel
+
+
+def m2m_loss_terms(
+    student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, alpha: float, temperature: float
+) -> dict[str, Tensor]:
+    """Return {"ce": (1 − α)·CE(z_s, y), "kd": α·τ²·KL(softmax_τ(z_t) ‖ softmax_τ(z_s))}."""
+    return {
+        "ce": (1 - alpha) * cross_entropy(student_logits, labels),
+        "kd": alpha * softened_kl(student_logits, teacher_logits, temperature),
+    }
+
+
+def check_m2m_boundaries(
+    meta: BoundaryShapes,
+    teacher: BoundaryShapes,
+    student: BoundaryShapes,
+    *,
+    target: str,
+    teacher_arch: str,
+    student_arch: str,
+) -> None:
+    """Raise KdflowError unless teacher = meta at every boundary and the student's sizes match."""
+    counts = {len(meta) - 1, len(teacher) - 1, len(student) - 1}
+    if len(counts) > 1:
+        raise KdflowError(
+            f"m2m: the teacher {teacher_arch} has {len(teacher) - 1} stage modules, the meta "
+            f"model of assembly.target {target} {len(meta) - 1} and assembly.student "
+            f"{student_arch} {len(student) - 1}; they must split into the same number"
+        )
+    if teacher != meta:
+        raise KdflowError(
+            f"m2m: the teacher {teacher_arch} ({format_shapes(teacher)}) and the meta model of "
+            f"assembly.target {target} ({format_shapes(meta)}) differ at a module boundary; "
+            "set assembly.target to a model with the teacher's stage widths and strides"
+        )
+    for j, (ours, theirs) in enumerate(zip(student, teacher, strict=True)):
+        if len(ours) != len(theirs) or ours[1:] != theirs[1:]:
+            raise KdflowError(
+                f"m2m: assembly.student {student_arch} ({format_shapes(student)}) and the teacher "
+                f"{teacher_arch} ({format_shapes(teacher)}) differ in spatial size at boundary "
+                f"{j}; stitch layers adapt widths only, so pick a student with the teacher's "
+                "strides and pooling"
+            )
+
+
+def m2m_pair(
+    meta: MetaModel,
+    student: KDModel,
+    index: int,
+    meta_shapes: BoundaryShapes,
+    student_shapes: BoundaryShapes,
+) -> HybridModel:
+    """Return the student path of pair `index`: the frozen meta model around the stitched module."""
+    stitched = StitchedModule(
+        stitch_layer(meta_shapes[index], student_shapes[index][0]),
+        copy.deepcopy(student.stages[index]),
+        stitch_layer(student_shapes[index + 1], meta_shapes[index + 1][0]),
+    )
+    return HybridModel(meta, index, stitched)
+
+
+class M2MObjective:
+    """The pair loss of §8 for the trainer; the frozen teacher module rides along, not trained."""
+
+    def __init__(self, teacher_module: nn.Module, alpha: float, temperature: float) -> None:
+        self.teacher_module = teacher_module.eval().requires_grad_(False)
+        self.alpha = alpha
+        self.temperature = temperature
+
+    def __call__(
+        self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor, epoch: int
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Return the student path's logits and {"ce": …, "kd": …} for one batch."""
+        pair: HybridModel = getattr(model, "_orig_mod", model)  # unwrap torch.compile
+        with torch.no_grad():  # nothing before the module trains, nor anything on the teacher path
+            h = pair.prefix(x)
+            teacher_logits = pair.suffix(self.teacher_module(h))
+        student_logits = pair.suffix(pair.module(h))
+        terms = m2m_loss_terms(student_logits, teacher_logits, y, self.alpha, self.temperature)
+        return student_logits, terms

@@ -1,0 +1,121 @@
+"""What the assembly stages share: output paths and reading the upstream models and metrics.
+
+Layout (DVC outs): the meta model and the per-module checkpoints live beside the four final
+models, which are the only ones `evaluate` scores:
+
+    models/assembly/meta.pt, incubate/<i>.pt, m2m/<i>.pt       (meta and module checkpoints)
+    models/assembly/{dma,dma_e2e,m2m,m2m_e2e}.pt                (final models)
+    metrics/assembly/…json, plots/assembly/…tsv                 (same names)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kdflow.config import AssemblyParams
+from kdflow.errors import KdflowError
+
+if TYPE_CHECKING:  # stages import torch only once their params are valid
+    from kdflow.assembly import MetaModel
+    from kdflow.models.base import KDModel
+    from kdflow.train.trainer import Objective
+    from stages._train import TrainingStage
+
+MODELS = Path("models/assembly")
+METRICS = Path("metrics/assembly")
+PLOTS = Path("plots/assembly")
+TEACHER = Path("models/teacher/mll.pt")
+
+
+def outputs(name: str) -> dict[str, Path]:
+    """Return the model, metrics and plots paths of output `name` (e.g. "dma", "incubate/0")."""
+    return {
+        "model": MODELS / f"{name}.pt",
+        "metrics": METRICS / f"{name}.json",
+        "plots": PLOTS / f"{name}.tsv",
+    }
+
+
+META = outputs("meta")
+
+
+def read_metrics(path: Path) -> dict[str, Any]:
+    """Return an upstream stage's metrics record, or say which stage to run."""
+    if not path.is_file():
+        raise KdflowError(f"{path} not found; run the stage that writes it first (dvc repro)")
+    return json.loads(path.read_text())
+
+
+def check_module_arg(module: int, cfg: AssemblyParams) -> None:
+    """Raise KdflowError unless `--module` is one of assembly.modules."""
+    if module not in cfg.modules:
+        raise KdflowError(f"--module {module} is not in assembly.modules {cfg.modules}")
+
+
+def params_section(cfg: AssemblyParams, *keys: str) -> dict[str, Any]:
+    """Return {"assembly": the named keys of the section}: what a stage logs and keys runs on."""
+    return {"assembly": cfg.model_dump(include=set(keys))}
+
+
+def expected_meta(stage: TrainingStage) -> dict[str, Any]:
+    """Return the checkpoint metadata an upstream model must have for this stage's data."""
+    from kdflow.train.checkpoint import data_fingerprint
+
+    return {"data_hash": data_fingerprint(stage.data.meta), "num_classes": stage.data.num_classes}
+
+
+def load_meta(stage: TrainingStage, cfg: AssemblyParams) -> MetaModel:
+    """Return the trained meta model of assembly.target on the stage's device."""
+    from kdflow.assembly import load_assembly_model
+
+    model, _ = load_assembly_model(
+        META["model"],
+        role="meta",
+        target=cfg.target,
+        expect=expected_meta(stage),
+        device=stage.device,
+    )
+    return model
+
+
+def load_teacher(stage: TrainingStage) -> tuple[KDModel, dict[str, Any]]:
+    """Return the MLL teacher, in eval mode on the stage's device, and its metadata."""
+    from kdflow.train.checkpoint import load_model
+
+    teacher, meta = load_model(TEACHER, expect=expected_meta(stage), device=stage.device)
+    return teacher.eval(), meta
+
+
+def student_objective(
+    stage: TrainingStage, cfg: AssemblyParams, student: KDModel, epochs: int
+) -> Objective:
+    """Return the end-to-end objective of the m2mKD student: CE, or CE + KD when finetune_kd.
+
+    With KD the weights are the pair loss's: (1 − α)·CE + α·τ²·KL to the MLL teacher.
+    """
+    import torch
+
+    from kdflow.losses import OutputShapes, build_method
+    from kdflow.train.distill import DistillObjective, TeacherCache
+    from kdflow.train.teacher import cross_entropy_objective
+
+    if not cfg.finetune_kd:
+        return cross_entropy_objective
+    teacher, _ = load_teacher(stage)
+    probe = stage.data.train.x[:2]
+    with torch.no_grad():
+        shapes = [
+            OutputShapes.measure(m.eval().forward_features(probe)) for m in (student, teacher)
+        ]
+    method = build_method(
+        "kd",
+        *shapes,
+        len(stage.data.train),
+        gamma=1 - cfg.alpha,
+        alpha=cfg.alpha,
+        temperature=cfg.tau,
+    )
+    cache = TeacherCache(teacher, stage.data.train.x, features=False)
+    return DistillObjective(method, teacher, total_epochs=epochs, cache=cache)

@@ -1,0 +1,88 @@
+"""DVC stage `assemble`: the incubated modules in the meta stem and head, fine-tuned (§7.3)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from kdflow.config import load_params
+from stages._assembly import META, outputs, params_section, read_metrics
+from stages._cli import run_stage, stage_parser
+
+
+def main(args: argparse.Namespace) -> None:
+    """Assemble the target from the meta model and the incubated modules, then fine-tune it."""
+    params = load_params(args.params)
+    from kdflow.assembly import (
+        assemble,
+        check_module_indices,
+        check_same_meta,
+        combine_module_records,
+        load_assembly_model,
+    )
+    from kdflow.io import sha256_file
+    from kdflow.models import build_model
+    from kdflow.train.teacher import cross_entropy_objective
+    from kdflow.train.trainer import evaluate, fit
+    from stages._assembly import expected_meta, load_meta
+    from stages._train import training_stage
+
+    cfg = params.assembly
+    section = params_section(cfg, "target", "modules", "seed", "finetune")
+    with training_stage("assemble", params, section) as stage:
+        data = stage.data
+        meta = load_meta(stage, cfg)
+        modules, records = [], []
+        inputs = [sha256_file(META["model"])]
+        for i in cfg.modules:
+            module_files = outputs(f"incubate/{i}")
+            hybrid, _ = load_assembly_model(
+                module_files["model"],
+                role="incubate",
+                target=cfg.target,
+                expect=expected_meta(stage),
+                device=stage.device,
+            )
+            # The modules fit together only if all were incubated in this very meta model.
+            check_same_meta(hybrid, meta, module_files["model"])
+            modules.append(hybrid.module)
+            inputs.append(sha256_file(module_files["model"]))
+            records.append(read_metrics(module_files["metrics"]))
+        stage.seed(cfg.seed)
+        target = build_model(cfg.target, data.input_shape, data.num_classes)
+        check_module_indices(cfg.modules, len(target.stages), cfg.target)
+        model = assemble(target, modules, stem=meta.stem, head=meta.head)
+        assembled = evaluate(model, data.val, data.num_classes)
+        result = fit(
+            model,
+            cross_entropy_objective,
+            data.train,
+            data.val,
+            stage.fit_config(cfg.finetune, cfg.seed, {**section, "inputs": inputs}),
+            num_classes=data.num_classes,
+            on_epoch_end=stage.log_epoch(),
+            label="assemble",
+        )
+        totals = combine_module_records(
+            records,
+            meta_seconds=read_metrics(META["metrics"])["train_seconds"],
+            stage_seconds=round(time.perf_counter() - stage.started, 2),
+        )
+        stage.finish(
+            model,
+            result,
+            arch=cfg.target,
+            outputs=outputs("dma"),
+            extra_metrics={
+                **totals,
+                "assembled_val_acc": assembled["acc"],  # before fine-tuning
+                "epoch_budget": cfg.dma_e2e_optim().epochs,
+                "seed": cfg.seed,
+            },
+        )
+
+
+if __name__ == "__main__":
+    parser = stage_parser("assemble", __doc__ or "")
+    sys.exit(run_stage("assemble", main, parser.parse_args()))

@@ -1,0 +1,96 @@
+"""DVC stage `m2m_assemble`: chain the distilled student modules and train end to end (§8)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from kdflow.config import load_params
+from stages._assembly import META, TEACHER, outputs, params_section, read_metrics
+from stages._cli import run_stage, stage_parser
+
+
+def main(args: argparse.Namespace) -> None:
+    """Put the m2mKD modules (stitches dropped) into the student, then train it end to end."""
+    params = load_params(args.params)
+    from kdflow.assembly import (
+        assemble,
+        check_module_indices,
+        check_same_meta,
+        combine_module_records,
+        load_assembly_model,
+    )
+    from kdflow.errors import KdflowError
+    from kdflow.io import sha256_file
+    from kdflow.models import build_model
+    from kdflow.train.trainer import evaluate, fit
+    from stages._assembly import expected_meta, load_meta, student_objective
+    from stages._train import training_stage
+
+    cfg = params.assembly
+    keys = ("target", "student", "modules", "seed", "alpha", "tau", "finetune_kd")
+    section = params_section(cfg, *keys, "m2m_finetune")
+    with training_stage("m2m_assemble", params, section) as stage:
+        data = stage.data
+        meta = load_meta(stage, cfg)
+        modules, records = [], []
+        inputs = [sha256_file(META["model"]), sha256_file(TEACHER) if cfg.finetune_kd else ""]
+        for i in cfg.modules:
+            module_files = outputs(f"m2m/{i}")
+            pair, pair_meta = load_assembly_model(
+                module_files["model"],
+                role="m2m",
+                target=cfg.target,
+                expect=expected_meta(stage),
+                device=stage.device,
+            )
+            if pair_meta["assembly"]["student"] != cfg.student:
+                raise KdflowError(
+                    f"{module_files['model']} holds a module of "
+                    f"{pair_meta['assembly']['student']!r}, not assembly.student "
+                    f"{cfg.student!r}; rerun m2m@{i}"
+                )
+            check_same_meta(pair, meta, module_files["model"])
+            modules.append(pair.module.module)  # the student module without its stitches
+            inputs.append(sha256_file(module_files["model"]))
+            records.append(read_metrics(module_files["metrics"]))
+        stage.seed(cfg.seed)
+        student = build_model(cfg.student, data.input_shape, data.num_classes)
+        check_module_indices(cfg.modules, len(student.stages), cfg.student)
+        # The student's own stem and head: the modules' widths match each other directly.
+        model = assemble(student, modules)
+        assembled = evaluate(model, data.val, data.num_classes)
+        result = fit(
+            model,
+            student_objective(stage, cfg, model, cfg.m2m_finetune.epochs),
+            data.train,
+            data.val,
+            stage.fit_config(cfg.m2m_finetune, cfg.seed, {**section, "inputs": inputs}),
+            num_classes=data.num_classes,
+            on_epoch_end=stage.log_epoch(),
+            label="m2m_assemble",
+        )
+        totals = combine_module_records(
+            records,
+            meta_seconds=read_metrics(META["metrics"])["train_seconds"],
+            stage_seconds=round(time.perf_counter() - stage.started, 2),
+        )
+        stage.finish(
+            model,
+            result,
+            arch=cfg.student,
+            outputs=outputs("m2m"),
+            extra_metrics={
+                **totals,
+                "assembled_val_acc": assembled["acc"],  # before end-to-end training
+                "epoch_budget": cfg.m2m_e2e_optim().epochs,
+                "finetune_kd": cfg.finetune_kd,
+                "seed": cfg.seed,
+            },
+        )
+
+
+if __name__ == "__main__":
+    parser = stage_parser("m2m_assemble", __doc__ or "")
+    sys.exit(run_stage("m2m_assemble", main, parser.parse_args()))

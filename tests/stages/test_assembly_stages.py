@@ -1,0 +1,314 @@
+"""The model-assembly stages as users run them: DMA and m2mKD end to end on a tiny pipeline.
+
+One module-wide scratch repository gets 500 prepared MNIST-1D samples and an (untrained)
+resnet8 MLL teacher file, then runs every assembly stage for one epoch: meta and the two
+baselines side by side, then the six per-module stages side by side, then the two assembling
+stages. Each process has its own MLflow store (SQLite dislikes concurrent writers).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from kdflow.config import DataParams
+from kdflow.data.prepare import prepare
+from kdflow.train.checkpoint import load_model
+from tests.helpers import set_params
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
+MODULES = [0, 1, 2]
+EPOCHS = {"meta": 1, "incubate": 1, "finetune": 1, "m2m": 1, "m2m_finetune": 1}
+LR = {"m2m": 0.01}  # the default's: a pair feeds frozen layers, which diverge at 0.05
+TINY = {
+    "data": {"num_samples": 500},
+    "runtime": {"device": "cpu", "threads": 1, "deterministic": False},
+    "assembly": {
+        "target": "resnet14",
+        "student": "wrn_16_1",
+        "modules": MODULES,
+        "teacher_incubate_epochs": 1,
+        "finetune_kd": True,  # exercise the KD path of m2m_assemble and m2m_e2e
+        **{k: {"epochs": e, "batch_size": 64, "lr": LR.get(k, 0.05)} for k, e in EPOCHS.items()},
+        "e2e": {"batch_size": 64, "lr": 0.05},
+    },
+}
+FINAL = ("dma", "dma_e2e", "m2m", "m2m_e2e")
+FINAL_STAGES = {
+    "dma": "assemble",
+    "dma_e2e": "dma_e2e",
+    "m2m": "m2m_assemble",
+    "m2m_e2e": "m2m_e2e",
+}
+PER_MODULE = ("incubate", "m2m")
+
+
+class _Started:
+    """Stage processes started side by side, each with its own MLflow store and stderr file."""
+
+    def __init__(self, repo: Path, template: Path) -> None:
+        self.repo, self.template = repo, template
+        self.procs: list[tuple[str, subprocess.Popen[str], Any]] = []
+        self.stores: dict[str, str] = {}
+
+    def start(self, stage: str, *args: str) -> int:
+        """Start `python -m stages.<stage> args…`; return its handle for `wait`."""
+        slug = "-".join([stage, *args]).replace("--", "")
+        store = self.repo.parent / f"{slug}.db"
+        shutil.copyfile(self.template, store)
+        self.stores[slug] = f"sqlite:///{store}"
+        env = dict(os.environ)
+        env["PATH"] = f"{Path(PYTHON).parent}{os.pathsep}{env.get('PATH', '')}"
+        env["MLFLOW_TRACKING_URI"] = self.stores[slug]
+        env.pop("KDFLOW_PARENT_RUN_ID", None)
+        stderr = (self.repo.parent / f"{slug}.stderr").open("w+")
+        proc = subprocess.Popen(
+            [PYTHON, "-m", f"stages.{stage}", *args],
+            cwd=self.repo,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            text=True,
+        )
+        self.procs.append((slug, proc, stderr))
+        return len(self.procs) - 1
+
+    def wait(self, *handles: int) -> None:
+        """Wait for the given processes; fail with the stderr of the first that failed."""
+        for handle in handles:
+            slug, proc, stderr = self.procs[handle]
+            proc.wait(timeout=300)
+            stderr.seek(0)
+            assert proc.returncode == 0, f"{slug} failed:\n{stderr.read()}"
+
+    def stop(self) -> None:
+        """Kill whatever is still running (after a failure) and close the stderr files."""
+        for _, proc, stderr in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            stderr.close()
+
+
+def _scratch(root: Path) -> Path:
+    root.mkdir(parents=True)
+    shutil.copy2(REPO / "params.yaml", root / "params.yaml")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for tree in ("kdflow", "stages"):
+        shutil.copytree(REPO / tree, root / tree, ignore=ignore)
+    set_params(root, TINY)
+    return root
+
+
+def _write_teacher(repo: Path) -> None:
+    """Write a resnet8 MLL teacher file for this data: m2m needs its modules, not its accuracy.
+
+    Untrained, so its teacher paths sit near chance; the stages' mechanics are under test here.
+    """
+    from kdflow.models import build_model
+    from kdflow.train.checkpoint import data_fingerprint, save_model
+
+    meta = json.loads((repo / "data" / "prepared" / "meta.json").read_text())
+    torch.manual_seed(0)
+    teacher = build_model("resnet8", tuple(meta["input_shape"]), meta["num_classes"])
+    info = {
+        "arch": "resnet8",
+        "input_shape": meta["input_shape"],
+        "num_classes": meta["num_classes"],
+        "data_hash": data_fingerprint(meta),
+    }
+    save_model(repo / "models" / "teacher" / "mll.pt", teacher, info)
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory, mlflow_template_db: Path) -> dict:
+    """Return the scratch repository after every assembly stage, and each stage's MLflow URI."""
+    repo = _scratch(tmp_path_factory.mktemp("assembly") / "repo")
+    stages = _Started(repo, mlflow_template_db)
+    # In process: the prepare stage has its own tests, and a process costs seconds here.
+    prepare(DataParams(num_samples=TINY["data"]["num_samples"]), repo / "data" / "prepared")
+    _write_teacher(repo)
+    try:
+        meta = stages.start("meta")
+        baselines = [stages.start("assembly_e2e", "--baseline", b) for b in ("dma", "m2m")]
+        stages.wait(meta)
+        # The per-module stages need only the meta model (and the teacher): all at once.
+        modules = [stages.start(s, "--module", str(i)) for s in PER_MODULE for i in MODULES]
+        stages.wait(*modules)
+        assembling = [stages.start("assemble"), stages.start("m2m_assemble")]
+        stages.wait(*baselines, *assembling)
+    finally:
+        stages.stop()
+    return {"repo": repo, "stores": stages.stores}
+
+
+def _metrics(repo: Path, name: str) -> dict[str, Any]:
+    return json.loads((repo / "metrics" / "assembly" / f"{name}.json").read_text())
+
+
+def test_final_models_have_checked_metrics_and_load_as_zoo_models(pipeline):
+    repo = pipeline["repo"]
+    for name in FINAL:
+        metrics = _metrics(repo, name)
+        assert metrics["validation"] == "passed", name
+        for key in ("test_acc", "val_acc"):
+            assert 0.0 <= metrics[key] <= 1.0, (name, key)
+        assert metrics["train_seconds"] > 0, name
+        assert (repo / "plots" / "assembly" / f"{name}.tsv").is_file(), name
+        model, meta = load_model(repo / "models" / "assembly" / f"{name}.pt")
+        assert meta["arch"] == ("resnet14" if name.startswith("dma") else "wrn_16_1"), name
+        assert meta["stage"] == FINAL_STAGES[name]
+        assert model.eval()(torch.zeros(2, 1, 40)).shape == (2, 10)
+    # The baselines train for the total epochs of their modular counterparts.
+    dma_budget = EPOCHS["meta"] + len(MODULES) * EPOCHS["incubate"] + EPOCHS["finetune"]
+    m2m_budget = len(MODULES) * EPOCHS["m2m"] + EPOCHS["m2m_finetune"]
+    assert _metrics(repo, "dma_e2e")["epochs"] == _metrics(repo, "dma")["epoch_budget"]
+    assert _metrics(repo, "dma_e2e")["epochs"] == dma_budget
+    assert _metrics(repo, "m2m_e2e")["epochs"] == _metrics(repo, "m2m")["epoch_budget"]
+    assert _metrics(repo, "m2m_e2e")["epochs"] == m2m_budget
+    assert not any((repo / "checkpoints").glob("*.pt"))
+
+
+@pytest.mark.parametrize(("final", "kind"), [("dma", "incubate"), ("m2m", "m2m")])
+def test_assembled_metrics_carry_every_module_and_honest_times(pipeline, final, kind):
+    repo = pipeline["repo"]
+    metrics = _metrics(repo, final)
+    modules = [_metrics(repo, f"{kind}/{i}") for i in MODULES]
+    meta_seconds = _metrics(repo, "meta")["train_seconds"]
+
+    assert [m["module"] for m in metrics["modules"]] == MODULES
+    for summary, module in zip(metrics["modules"], modules, strict=True):
+        assert module["validation"] == "passed"
+        for key in ("val_acc", "test_acc", "train_seconds", "mlflow_run_id"):
+            assert summary[key] == module[key], key
+    seconds = [m["train_seconds"] for m in modules]
+    assert metrics["meta_seconds"] == meta_seconds
+    assert metrics["train_seconds"] == pytest.approx(
+        meta_seconds + sum(seconds) + metrics["stage_seconds"], abs=0.02
+    )
+    assert metrics["train_seconds_parallel"] == pytest.approx(
+        meta_seconds + max(seconds) + metrics["stage_seconds"], abs=0.02
+    )
+    assert 0.0 <= metrics["assembled_val_acc"] <= 1.0
+    if kind == "m2m":
+        for module in modules:
+            assert 0.0 <= module["teacher_path_raw_val_acc"] <= 1.0
+            assert 0.0 <= module["teacher_path_val_acc"] <= 1.0
+
+
+def test_every_stage_has_a_finished_validated_mlflow_run(pipeline):
+    from mlflow.tracking import MlflowClient
+
+    repo = pipeline["repo"]
+    expected = {
+        "meta": ("meta", _metrics(repo, "meta")),
+        "assemble": ("assemble", _metrics(repo, "dma")),
+        "m2m_assemble": ("m2m_assemble", _metrics(repo, "m2m")),
+        "assembly_e2e-baseline-dma": ("dma_e2e", _metrics(repo, "dma_e2e")),
+        "assembly_e2e-baseline-m2m": ("m2m_e2e", _metrics(repo, "m2m_e2e")),
+    }
+    for kind in PER_MODULE:
+        for i in MODULES:
+            expected[f"{kind}-module-{i}"] = (f"{kind}@{i}", _metrics(repo, f"{kind}/{i}"))
+    for slug, (stage, metrics) in expected.items():
+        client = MlflowClient(tracking_uri=pipeline["stores"][slug])
+        experiment = client.get_experiment_by_name("kdflow")
+        assert experiment is not None, slug
+        (run,) = client.search_runs([experiment.experiment_id])
+        assert run.data.tags["kdflow.stage"] == stage
+        assert run.info.status == "FINISHED", stage
+        assert run.data.tags["kdflow.validation"] == "passed", stage
+        assert run.info.run_id == metrics["mlflow_run_id"], stage
+        assert run.data.metrics["test_acc"] == pytest.approx(metrics["test_acc"]), stage
+
+
+def test_evaluate_scores_the_four_final_models_by_name(pipeline, tmp_path):
+    from kdflow.data.tensors import load_prepared
+    from kdflow.evaluation import evaluate_model, find_models
+
+    repo = pipeline["repo"]
+    # Only the assembly outputs: this repository's teacher file has no stage metrics.
+    for tree in ("models", "metrics"):
+        (tmp_path / tree).mkdir()
+        (tmp_path / tree / "assembly").symlink_to(repo / tree / "assembly")
+    entries = find_models(tmp_path / "models", tmp_path / "metrics")
+
+    assert [e["name"] for e in entries] == [f"assembly/{n}" for n in sorted(FINAL)]
+    data = load_prepared(repo / "data" / "prepared")
+    for entry in entries:
+        record, _ = evaluate_model(entry, data)
+        assert record["name"] == entry["name"] and record["kind"] == "assembly"
+        stem = entry["name"].split("/")[1]
+        assert record["test_acc"] == pytest.approx(_metrics(repo, stem)["test_acc"], abs=1e-9)
+
+
+def test_a_student_with_other_strides_is_one_line_exit_2(
+    pipeline, repo_copy, stage_env, tracking_db
+):
+    repo = pipeline["repo"]
+    set_params(repo_copy, TINY)
+    set_params(repo_copy, {"assembly": {"student": "cnn3"}})
+    for path in ("data/prepared", "models/teacher", "models/assembly/meta.pt"):
+        source, target = repo / path, repo_copy / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if source.is_dir() else shutil.copy2)(source, target)
+
+    done = subprocess.run(
+        [PYTHON, "-m", "stages.m2m", "--module", "1"],
+        cwd=repo_copy,
+        env=stage_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert done.returncode == 2, done.stderr
+    # The error is the last line (progress lines may precede it), and no traceback.
+    assert "Traceback" not in done.stderr, done.stderr
+    assert re.fullmatch(
+        r"kdflow m2m: error: m2m: assembly.student cnn3 \(.*\) and the teacher resnet8 "
+        r"\(16×40 → 16×40 → 32×20 → 64×10\) differ in spatial size at boundary 1; stitch "
+        r"layers adapt widths only, so pick a student with the teacher's strides and pooling",
+        done.stderr.splitlines()[-1],
+    ), done.stderr
+    assert not (repo_copy / "models" / "assembly" / "m2m").exists()
+    assert not (repo_copy / "metrics").exists()
+
+
+def test_per_module_stages_are_side_by_side_in_the_dag(repo_copy, stage_env):
+    done = subprocess.run(
+        [str(Path(PYTHON).parent / "dvc"), "dag", "--dot"],
+        cwd=repo_copy,
+        env=stage_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    edges = set(re.findall(r'"([^"]+)" -> "([^"]+)"', done.stdout))
+
+    per_module = {f"{kind}@{i}" for kind in PER_MODULE for i in MODULES}
+    assert not [edge for edge in edges if set(edge) <= per_module]
+    for stage in per_module:
+        assert ("meta", stage) in edges, stage
+    for i in MODULES:
+        assert ("teacher_mll", f"m2m@{i}") in edges
+        assert (f"incubate@{i}", "assemble") in edges
+        assert (f"m2m@{i}", "m2m_assemble") in edges
+    for stage in ("assemble", "m2m_assemble", "dma_e2e", "m2m_e2e"):
+        assert (stage, "evaluate") in edges, stage
+    # The baselines need nothing the modular runs make: they can run from the start.
+    for stage in ("dma_e2e", "m2m_e2e"):
+        assert not [a for a, b in edges if b == stage and a in per_module | {"meta"}]
