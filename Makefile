@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 # Stage commands in dvc.yaml say `python`; this PATH makes that the venv's python.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: repro test lint format install clean
+.PHONY: repro test lint format install clean up down flow
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,20 @@ repro: $(STAMP)
 	@echo
 	@echo "Pipeline done. Metrics: metrics/   Models: models/   MLflow store: mlflow.db"
 	@if [ -f reports/report.md ]; then echo "Report: $(CURDIR)/reports/report.md"; fi
+
+# Local orchestration on 127.0.0.1: Prefect server + MLflow server + a worker on pool `gpu`,
+# in the background; pid files, logs and the Prefect database under .kdflow/.
+PREFECT_PORT ?= 4200
+MLFLOW_PORT ?= 5000
+up: $(STAMP)
+	@$(BIN)/python -m flows.services up --prefect-port $(PREFECT_PORT) --mlflow-port $(MLFLOW_PORT)
+
+down:
+	@$(BIN)/python -m flows.services down
+
+# The pipeline as a Prefect flow from this shell (stages in parallel scratch workspaces).
+flow: $(STAMP)
+	$(BIN)/python -m flows.pipeline $(FLOW_ARGS)
 
 # pytest exits 5 when it collects no test; that is not a failure of the suite.
 test: $(STAMP)

@@ -155,6 +155,17 @@ def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def ensure_experiment(client: Any, name: str, uri: str, root: Path) -> str:
+    """Return the id of experiment `name`, creating it (artifacts beside a SQLite store)."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = None  # a server chooses its own artifact store
+    if uri.startswith("sqlite:"):
+        location = (root / "mlartifacts").resolve().as_uri()
+    return client.create_experiment(name, location)
+
+
 @contextlib.contextmanager
 def stage_run(
     stage: str,
@@ -176,14 +187,7 @@ def stage_run(
 
     client = MlflowClient(tracking_uri=uri)
     try:
-        experiment = client.get_experiment_by_name(params.tracking.experiment)
-        if experiment is None:
-            location = None
-            if uri.startswith("sqlite:"):
-                location = (root / "mlartifacts").resolve().as_uri()
-            experiment_id = client.create_experiment(params.tracking.experiment, location)
-        else:
-            experiment_id = experiment.experiment_id
+        experiment_id = ensure_experiment(client, params.tracking.experiment, uri, root)
         tags = lineage_tags(stage, params, inputs or {}, root, device)
         parent = os.environ.get(PARENT_RUN_ENV)
         if parent:
