@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,18 @@ REPO_FILES = (
     ".dvc/.gitignore",
 )
 REPO_TREES = ("kdflow", "stages")
+# The assembly section of a tiny whole-pipeline run whose teacher is a cnn3: the m2mKD teacher
+# must share the meta model's module boundaries, so target and student are cnn3s too.
+TINY_ASSEMBLY: dict[str, Any] = {
+    "target": "cnn3",
+    "student": "cnn3",
+    "teacher_incubate_epochs": 1,
+    **{
+        section: {"epochs": 1, "batch_size": 64, "lr": 0.05}
+        for section in ("meta", "incubate", "finetune", "m2m", "m2m_finetune")
+    },
+    "e2e": {"batch_size": 64, "lr": 0.05},
+}
 
 
 def copy_repo(root: Path) -> Path:
@@ -58,3 +72,53 @@ def git(repo: Path, *args: str) -> str:
     return subprocess.run(
         ["git", *identity, *args], cwd=repo, check=True, capture_output=True, text=True
     ).stdout.strip()
+
+
+class StageProcesses:
+    """Stage processes started side by side, each with its own MLflow store and stderr file.
+
+    SQLite does not like concurrent writers, and a file cannot fill up like a pipe.
+    """
+
+    def __init__(self, repo: Path, template: Path) -> None:
+        self.repo, self.template = repo, template
+        self.procs: list[tuple[str, subprocess.Popen[str], Any]] = []
+        self.stores: dict[str, str] = {}  # slug → the process's MLflow tracking URI
+
+    def start(self, stage: str, *args: str) -> int:
+        """Start `python -m stages.<stage> args…`; return its handle for `wait`."""
+        slug = "-".join([stage, *args]).replace("--", "")
+        store = self.repo.parent / f"{slug}.db"
+        shutil.copyfile(self.template, store)
+        self.stores[slug] = f"sqlite:///{store}"
+        env = dict(os.environ)
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        env["MLFLOW_TRACKING_URI"] = self.stores[slug]
+        env.pop("KDFLOW_PARENT_RUN_ID", None)
+        stderr = (self.repo.parent / f"{slug}.stderr").open("w+")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", f"stages.{stage}", *args],
+            cwd=self.repo,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            text=True,
+        )
+        self.procs.append((slug, proc, stderr))
+        return len(self.procs) - 1
+
+    def wait(self, *handles: int) -> None:
+        """Wait for the given processes; fail with the stderr of the first that failed."""
+        for handle in handles:
+            slug, proc, stderr = self.procs[handle]
+            proc.wait(timeout=300)
+            stderr.seek(0)
+            assert proc.returncode == 0, f"{slug} failed:\n{stderr.read()}"
+
+    def stop(self) -> None:
+        """Kill whatever is still running (after a failure) and close the stderr files."""
+        for _, proc, stderr in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            stderr.close()

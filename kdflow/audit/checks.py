@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -14,7 +16,8 @@ from typing import Any
 
 from kdflow.tracking import LINEAGE_TAGS, package_versions
 
-VOLATILE_KEYS = {"train_seconds", "mlflow_run_id", "seconds", "validation_seconds"}
+# Wall-clock figures (every key ending in "seconds") and run ids differ between identical runs.
+VOLATILE_KEYS = {"mlflow_run_id"}
 
 
 @dataclass
@@ -177,8 +180,16 @@ def _load_lock(root: Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text()) if path.is_file() else {}
 
 
-def _comparable(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in metrics.items() if k not in VOLATILE_KEYS}
+def _comparable(metrics: Any) -> Any:
+    if isinstance(metrics, list):
+        return [_comparable(v) for v in metrics]
+    if not isinstance(metrics, dict):
+        return metrics
+    return {
+        k: _comparable(v)
+        for k, v in metrics.items()
+        if k not in VOLATILE_KEYS and not k.endswith("seconds")
+    }
 
 
 def _differences(a: Any, b: Any, tolerance: float, where: str = "") -> list[str]:
@@ -203,6 +214,23 @@ def _differences(a: Any, b: Any, tolerance: float, where: str = "") -> list[str]
     return [] if a == b else [f"{where.rstrip('.')}: {a!r} vs {b!r}"]
 
 
+def stage_command(cmd: Any) -> list[str] | None:
+    """Return a dvc.lock command as argv if it runs a kdflow stage, else None.
+
+    DVC runs commands through a shell; the audit runs only `python -m stages.NAME …`, without
+    one, so an edited dvc.lock cannot make the audit run anything else.
+    """
+    if not isinstance(cmd, str):
+        return None
+    try:
+        argv = shlex.split(cmd)
+    except ValueError:  # an unclosed quote
+        return None
+    if len(argv) < 3 or argv[:2] != ["python", "-m"]:
+        return None
+    return argv if re.fullmatch(r"stages\.[a-z_0-9]+", argv[2]) else None
+
+
 def rerun_stage(root: Path, stage: str, tolerance: float) -> CheckResult:
     """Re-execute a stage from its locked inputs in a scratch copy; compare its metrics."""
     name = f"rerun {stage} reproduces its metrics"
@@ -215,6 +243,14 @@ def rerun_stage(root: Path, stage: str, tolerance: float) -> CheckResult:
     if not metrics_paths:
         return CheckResult(name, False, f"stage {stage!r} writes no metrics file to compare")
     entry = lock[stage]
+    command = stage_command(entry.get("cmd"))
+    if command is None:
+        return CheckResult(
+            name,
+            False,
+            f"dvc.lock runs {entry.get('cmd')!r} for {stage}, not a kdflow stage command "
+            "(python -m stages.NAME …); refusing to rerun it",
+        )
     with tempfile.TemporaryDirectory(prefix="kdflow-audit-") as scratch:
         work = Path(scratch) / "ws"
         listing = subprocess.run(
@@ -239,8 +275,7 @@ def rerun_stage(root: Path, stage: str, tolerance: float) -> CheckResult:
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         env.pop("KDFLOW_PARENT_RUN_ID", None)
         out = subprocess.run(
-            entry["cmd"],
-            shell=True,
+            command,
             cwd=work,
             env=env,
             capture_output=True,

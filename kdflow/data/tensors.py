@@ -15,6 +15,9 @@ from kdflow.errors import KdflowError
 from kdflow.io import sha256_file
 
 SPLITS = ("train", "val", "test")
+TABLE_COLUMNS = ("sample_id", "label", "x")
+META_KEYS = ("hashes", "num_classes", "input_shape", "normalization")
+RERUN_PREPARE = "rerun the prepare stage (dvc repro prepare)"
 log = logging.getLogger(__name__)
 
 
@@ -37,7 +40,7 @@ def placement(
     """
     free = free_bytes(device) if free is None else free
     if free is None or nbytes <= share * free:
-        log.info("%s: %.1f MiB on %s", what, nbytes / 2**20, device)
+        log.debug("%s: %.1f MiB on %s", what, nbytes / 2**20, device)
         return device
     log.warning(
         "%s needs %.1f MiB, more than %.0f%% of the %.1f MiB free on %s: keeping it in host "
@@ -96,18 +99,84 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / "meta.json"
     if not path.is_file():
         raise KdflowError(f"{path} not found; run the prepare stage first (dvc repro prepare)")
-    return json.loads(path.read_text())
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise KdflowError(f"{path} is not valid JSON ({exc}); {RERUN_PREPARE}") from None
+    missing = [k for k in META_KEYS if not isinstance(meta, dict) or k not in meta]
+    if not missing and any(s not in meta["hashes"] for s in SPLITS):
+        missing = [f"hashes.{s}" for s in SPLITS if s not in meta["hashes"]]
+    if missing:
+        raise KdflowError(f"{path} lacks {', '.join(missing)}; {RERUN_PREPARE}")
+    return meta
 
 
-def _to_split(table: Any, meta: dict[str, Any]) -> Split:
+def _features(path: Path, table: Any, meta: dict[str, Any]) -> np.ndarray:
+    """Return the feature column as an N×(input size) array, refusing what prepare never writes."""
+    missing = [c for c in TABLE_COLUMNS if c not in table.columns]
+    if missing:
+        raise KdflowError(f"{path} has no column(s) {', '.join(missing)}; {RERUN_PREPARE}")
+    for column in ("sample_id", "label"):
+        dtype = table.schema[column]
+        if not dtype.is_integer() or table[column].null_count():
+            raise KdflowError(
+                f"{path}: column {column!r} holds {dtype}"
+                f"{' with nulls' if dtype.is_integer() else ''}; expected integers; {RERUN_PREPARE}"
+            )
+    inner = str(getattr(table.schema["x"], "inner", table.schema["x"]))
+    if inner != meta.get("feature_dtype", inner):
+        raise KdflowError(
+            f"{path}: column 'x' holds {inner} but meta.json says {meta['feature_dtype']}; "
+            f"{RERUN_PREPARE}"
+        )
+    if table.height == 0:
+        raise KdflowError(f"{path} has no rows; {RERUN_PREPARE}")
+    size = int(np.prod(meta["input_shape"]))
+    try:
+        raw = np.array(table["x"].to_numpy())
+        x = raw.astype(np.float32).reshape(table.height, size)
+    except (ValueError, TypeError):
+        raise KdflowError(
+            f"{path}: features do not have {size} values per row (input_shape "
+            f"{meta['input_shape']} in meta.json); {RERUN_PREPARE}"
+        ) from None
+    if np.issubdtype(raw.dtype, np.integer):  # image bytes: nothing can be NaN
+        return x
+    finite = np.isfinite(x).all(axis=1)
+    if not finite.all():
+        ids = table["sample_id"].to_numpy()[~finite][:5].tolist()
+        raise KdflowError(
+            f"{path}: {int((~finite).sum())} row(s) have NaN or infinite features (sample_id "
+            f"{ids}); {RERUN_PREPARE}"
+        )
+    return x
+
+
+def _labels(path: Path, table: Any, num_classes: int) -> np.ndarray:
+    """Return the labels, refusing any outside 0..C−1 or a split that lacks a class."""
+    y = table["label"].to_numpy().astype(np.int64)
+    if y.min() < 0 or y.max() >= num_classes:
+        raise KdflowError(
+            f"{path}: labels span [{y.min()}, {y.max()}] but meta.json says classes "
+            f"0..{num_classes - 1}; {RERUN_PREPARE}"
+        )
+    # Prepare's Great Expectations suite asks every split for every class; selection and
+    # the per-class figures assume it too.
+    absent = np.flatnonzero(np.bincount(y, minlength=num_classes) == 0)
+    if len(absent):
+        raise KdflowError(f"{path}: no sample of class(es) {absent[:10].tolist()}; {RERUN_PREPARE}")
+    return y
+
+
+def _to_split(path: Path, table: Any, meta: dict[str, Any]) -> Split:
     shape = tuple(meta["input_shape"])
-    x = torch.from_numpy(np.array(table["x"].to_numpy())).reshape(-1, *shape).float()
+    x = torch.from_numpy(_features(path, table, meta)).reshape(-1, *shape)
     norm = meta["normalization"]
     stat_shape = (1, shape[0]) + (1,) * (len(shape) - 1)
     mean = torch.tensor(norm["mean"], dtype=torch.float32).reshape(stat_shape)
     std = torch.tensor(norm["std"], dtype=torch.float32).reshape(stat_shape)
     x = (x - mean) / std
-    y = torch.from_numpy(table["label"].to_numpy().astype(np.int64))
+    y = torch.from_numpy(_labels(path, table, int(meta["num_classes"])))
     ids = torch.from_numpy(table["sample_id"].to_numpy().astype(np.int64))
     return Split(x, y, ids)
 
@@ -129,7 +198,14 @@ def load_prepared(folder: str | Path, device: torch.device | str = "cpu") -> Pre
                 f"{path} changed after prepare (sha256 {digest[:12]}…, meta.json says "
                 f"{meta['hashes'][name][:12]}…); rerun the prepare stage"
             )
-        splits[name] = _to_split(pl.read_parquet(path), meta)
+        # The hash matches, yet meta.json itself may be edited or forged: check the content.
+        try:
+            table = pl.read_parquet(path)
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            raise KdflowError(
+                f"{path} is not a readable Parquet table ({type(exc).__name__}); {RERUN_PREPARE}"
+            ) from None
+        splits[name] = _to_split(path, table, meta)
     nbytes = sum(t.nbytes for split in splits.values() for t in (split.x, split.y, split.ids))
     target = placement(nbytes, torch.device(device), "prepared data")
     splits = {

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import copy_repo
+from tests.helpers import TINY_ASSEMBLY, copy_repo
 from tests.helpers import git as _git
 from tests.helpers import set_params as _set_params
 
@@ -43,6 +43,7 @@ TINY = {
         "seeds": [0, 1],
         "optim": {"epochs": 2, "batch_size": 64},
     },
+    "assembly": TINY_ASSEMBLY,
 }
 
 

@@ -45,7 +45,7 @@ def test_missing_meta_says_to_run_prepare(tmp_path):
 
 
 def test_data_that_fits_stays_on_the_device(caplog):
-    with caplog.at_level("INFO"):
+    with caplog.at_level("DEBUG"):
         home = placement(400 * 2**20, torch.device("cuda"), "prepared data", free=1000 * 2**20)
 
     assert home == torch.device("cuda")

@@ -8,7 +8,6 @@ side by side, each stage with its own MLflow store. The error cases run in fresh
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import torch
 
 from kdflow.names import METHOD_NAMES
 from kdflow.train.checkpoint import load_model
+from tests.helpers import StageProcesses
 from tests.helpers import set_params as _set_params
 
 pytestmark = pytest.mark.slow
@@ -55,19 +55,6 @@ RUNS = [  # teacher, method, protocol, seed
 OUTPUTS = ("models", "metrics", "plots", "checkpoints")
 
 
-def _env(tracking_uri: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(PYTHON).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["MLFLOW_TRACKING_URI"] = tracking_uri
-    env.pop("KDFLOW_PARENT_RUN_ID", None)
-    return env
-
-
-def _fresh_store(template: Path, path: Path) -> str:
-    shutil.copyfile(template, path)
-    return f"sqlite:///{path}"
-
-
 def _stage(
     repo: Path, env: dict[str, str], name: str, *args: str
 ) -> subprocess.CompletedProcess[str]:
@@ -89,48 +76,6 @@ def _distill_args(teacher: str, method: str, protocol: str, seed: int) -> list[s
     return ["--teacher", teacher, "--method", method, "--protocol", protocol, "--seed", str(seed)]
 
 
-class _Started:
-    """Stage processes started side by side, each with its own MLflow store and stderr file.
-
-    SQLite does not like concurrent writers, and a file cannot fill up like a pipe.
-    """
-
-    def __init__(self, repo: Path, template: Path) -> None:
-        self.repo, self.template = repo, template
-        self.procs: list[tuple[str, subprocess.Popen[str], Any]] = []
-
-    def start(self, stage: str, *args: str) -> int:
-        """Start `python -m stages.<stage> args…`; return its handle for `wait`."""
-        slug = "-".join([stage, *args]).replace("--", "")
-        stderr = (self.repo.parent / f"{slug}.stderr").open("w+")
-        proc = subprocess.Popen(
-            [PYTHON, "-m", f"stages.{stage}", *args],
-            cwd=self.repo,
-            env=_env(_fresh_store(self.template, self.repo.parent / f"{slug}.db")),
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            text=True,
-        )
-        self.procs.append((slug, proc, stderr))
-        return len(self.procs) - 1
-
-    def wait(self, *handles: int) -> None:
-        """Wait for the given processes; fail with the stderr of the first that failed."""
-        for handle in handles:
-            slug, proc, stderr = self.procs[handle]
-            proc.wait(timeout=300)
-            stderr.seek(0)
-            assert proc.returncode == 0, f"{slug} failed:\n{stderr.read()}"
-
-    def stop(self) -> None:
-        """Kill whatever is still running (after a failure) and close the stderr files."""
-        for _, proc, stderr in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            stderr.close()
-
-
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory, mlflow_template_db: Path) -> Path:
     """Return a scratch repository after prepare, both teachers and the four students in RUNS."""
@@ -141,7 +86,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory, mlflow_template_db: Path)
     for tree in ("kdflow", "stages"):
         shutil.copytree(REPO / tree, repo / tree, ignore=ignore)
     _set_params(repo, TINY)
-    stages = _Started(repo, mlflow_template_db)
+    stages = StageProcesses(repo, mlflow_template_db)
     try:
         stages.wait(stages.start("prepare"))
         stages.wait(stages.start("teacher_mll"))

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import copy_repo
+from tests.helpers import TINY_ASSEMBLY, copy_repo
 from tests.helpers import git as _git
 from tests.helpers import merge_params as _merge
 
@@ -45,17 +45,7 @@ TINY = {
         "omit": [9],
         "optim": {"epochs": 2, "batch_size": 64},
     },
-    # cnn3 throughout: the m2mKD teacher (cnn3) must share the meta model's boundaries.
-    "assembly": {
-        "target": "cnn3",
-        "student": "cnn3",
-        "teacher_incubate_epochs": 1,
-        **{
-            section: {"epochs": 1, "batch_size": 64, "lr": 0.05}
-            for section in ("meta", "incubate", "finetune", "m2m", "m2m_finetune")
-        },
-        "e2e": {"batch_size": 64, "lr": 0.05},
-    },
+    "assembly": TINY_ASSEMBLY,
 }
 ASSEMBLY_STAGES = {
     "assemble": "dma",
