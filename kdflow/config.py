@@ -177,7 +177,7 @@ class AssemblyParams(_Section):
     # `incubate` settings) before it teaches; 0 uses the raw teacher module (§8 as written).
     teacher_incubate_epochs: int = Field(2, ge=0)
     finetune_kd: bool = False  # m2m_assemble and m2m_e2e add KD from the MLL teacher (α, τ)
-    meta: OptimParams = OptimParams(epochs=5, batch_size=128, lr=0.05)
+    meta: OptimParams = OptimParams(epochs=3, batch_size=128, lr=0.05)
     incubate: OptimParams = OptimParams(epochs=2, batch_size=128, lr=0.05)
     finetune: OptimParams = OptimParams(epochs=3, batch_size=128, lr=0.05)
     m2m: OptimParams = OptimParams(epochs=2, batch_size=128, lr=0.01)

@@ -13,7 +13,7 @@ import torch
 from kdflow.data.tensors import PreparedData
 from kdflow.errors import KdflowError
 from kdflow.metrics import summarize
-from kdflow.train.checkpoint import data_fingerprint, load_model
+from kdflow.train.checkpoint import data_expectations, load_model
 from kdflow.train.outputs import check_logits
 from kdflow.train.trainer import predict
 
@@ -56,7 +56,7 @@ def evaluate_model(
     """Return a model's evaluation record and its per-sample test predictions."""
     model, meta = load_model(
         entry["model"],
-        expect={"data_hash": data_fingerprint(data.meta), "num_classes": data.num_classes},
+        expect=data_expectations(data.meta),
         device=data.test.x.device,
     )
     logits = predict(model, data.test.x)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
@@ -107,12 +108,24 @@ class StageRun:
         self.run_id = run_id
         self.failures: list[str] = []
 
+    @property
+    def offline(self) -> bool:
+        """Return whether a logging call failed, after which nothing more is sent."""
+        return bool(self.failures)
+
     def _safely(self, what: str, call: Any, *args: Any, **kwargs: Any) -> None:
+        if self.offline:
+            # The failed call already spent MLflow's retries: a server that is gone would
+            # cost every later call the same wait (seconds each) for nothing.
+            self.failures.append(f"{what}: not sent")
+            return
         try:
             call(self.run_id, *args, **kwargs)
         except Exception as exc:  # the stage's own outputs must survive a dying server
-            if not self.failures:
-                log.warning("MLflow logging failed (%s); the stage goes on", type(exc).__name__)
+            log.warning(
+                "MLflow logging failed (%s); the stage goes on and logs nothing more to MLflow",
+                type(exc).__name__,
+            )
             self.failures.append(f"{what}: {type(exc).__name__}")
 
     def log_params(self, values: dict[str, Any]) -> None:
@@ -184,6 +197,8 @@ def stage_run(
 
     # mlflow logs its SQLite schema setup at INFO; a stage's stderr stays for kdflow's own lines.
     logging.getLogger("mlflow.store").setLevel(logging.WARNING)
+    # urllib3 warns once per retry of a dead server; StageRun reports the failure itself.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
     client = MlflowClient(tracking_uri=uri)
     try:
@@ -205,13 +220,21 @@ def stage_run(
     try:
         yield handle
         status = "FINISHED"
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (stages/_cli.py): stopped, not broken
+        status = "KILLED"
+        raise
     finally:
-        with contextlib.suppress(Exception):
-            client.set_terminated(handle.run_id, status)
+        if not handle.offline:
+            with contextlib.suppress(Exception):
+                client.set_terminated(handle.run_id, status)
         if handle.failures:
+            counts = Counter(what.split(":")[0] for what in handle.failures)
             log.warning(
-                "MLflow run %s is missing %d logged item(s): %s",
+                "MLflow run %s at %s is missing %d logged item(s) (%s) and was not closed there "
+                "(it shows RUNNING)%s",
                 handle.run_id,
+                uri,
                 len(handle.failures),
-                ", ".join(sorted(set(handle.failures))),
+                ", ".join(f"{what} ×{n}" for what, n in sorted(counts.items())),
+                "; the stage's outputs are written" if status == "FINISHED" else "",
             )

@@ -61,9 +61,9 @@ def params_section(cfg: AssemblyParams, *keys: str) -> dict[str, Any]:
 
 def expected_meta(stage: TrainingStage) -> dict[str, Any]:
     """Return the checkpoint metadata an upstream model must have for this stage's data."""
-    from kdflow.train.checkpoint import data_fingerprint
+    from kdflow.train.checkpoint import data_expectations
 
-    return {"data_hash": data_fingerprint(stage.data.meta), "num_classes": stage.data.num_classes}
+    return data_expectations(stage.data.meta)
 
 
 def load_meta(stage: TrainingStage, cfg: AssemblyParams) -> MetaModel:

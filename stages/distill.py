@@ -33,7 +33,7 @@ def main(args: argparse.Namespace) -> None:
 
     from kdflow.losses import METHODS, OutputShapes, build_method
     from kdflow.models import build_model
-    from kdflow.train.checkpoint import data_fingerprint, load_model
+    from kdflow.train.checkpoint import data_expectations, load_model
     from kdflow.train.distill import DistillObjective, PeerGroup, TeacherCache
     from kdflow.train.protocols import check_subset, protocol_indices
     from kdflow.train.trainer import best_val_accuracy, fit, last_epoch, predict
@@ -59,7 +59,7 @@ def main(args: argparse.Namespace) -> None:
         if method_cls.needs_teacher:
             teacher, _ = load_model(
                 Path(f"models/teacher/{args.teacher}.pt"),
-                expect={"data_hash": data_fingerprint(data.meta), "num_classes": data.num_classes},
+                expect=data_expectations(data.meta),
                 device=stage.device,
             )
             teacher.eval()

@@ -21,7 +21,7 @@ def main(args: argparse.Namespace) -> None:
     """Fine-tune the MLL teacher with CE − λ·CMI and keep the epoch the selection rule picks."""
     params = load_params(args.params)
     from kdflow.io import sha256_file
-    from kdflow.train.checkpoint import data_fingerprint, load_model
+    from kdflow.train.checkpoint import data_expectations, load_model
     from kdflow.train.teacher import McmiObjective, cmi_within_accuracy, compute_centroids
     from kdflow.train.trainer import best_val_accuracy, evaluate, fit
     from stages._train import training_stage
@@ -33,7 +33,7 @@ def main(args: argparse.Namespace) -> None:
         stage.seed(params.teacher.seed)
         model, meta = load_model(
             MLL_MODEL,
-            expect={"data_hash": data_fingerprint(data.meta), "num_classes": data.num_classes},
+            expect=data_expectations(data.meta),
             device=stage.device,
         )
         start = evaluate(model, data.val, data.num_classes)

@@ -121,7 +121,15 @@ def _read_python(path: Path, source: str) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(batch, dict) or b"data" not in batch or label_key not in batch:
         raise KdflowError(f"{path}: expected a dict with b'data' and {label_key!r}")
     data = np.asarray(batch[b"data"])
-    labels = np.asarray(batch[label_key], dtype=np.int64)
+    try:
+        labels = np.asarray(batch[label_key], dtype=np.int64)
+    except (TypeError, ValueError):
+        raise KdflowError(
+            f"{path}: {label_key!r} must be a list of integer class indices; the file is not "
+            "an official CIFAR python batch"
+        ) from None
+    if labels.ndim != 1:
+        raise KdflowError(f"{path}: {label_key!r} has shape {labels.shape}; expected a flat list")
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != IMAGE_BYTES:
         raise KdflowError(
             f"{path}: data has shape {data.shape} and dtype {data.dtype}; "

@@ -138,5 +138,9 @@ def validate_tables(
     report["success"] = not failures
     report["failures"] = failures
     if failures:
-        raise KdflowError("prepared data failed validation: " + "; ".join(failures))
+        raise KdflowError(
+            "prepared data failed validation: "
+            + "; ".join(failures)
+            + "; nothing written: fix the source data (data.source, data.path) and rerun prepare"
+        )
     return report

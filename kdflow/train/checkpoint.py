@@ -21,6 +21,15 @@ def data_fingerprint(meta: dict[str, Any]) -> str:
     return "-".join(meta["hashes"][s][:16] for s in ("train", "val", "test"))
 
 
+def data_expectations(meta: dict[str, Any]) -> dict[str, Any]:
+    """Return the model metadata a checkpoint must carry to apply to this prepared data."""
+    return {
+        "data_hash": data_fingerprint(meta),
+        "num_classes": int(meta["num_classes"]),
+        "input_shape": list(meta["input_shape"]),
+    }
+
+
 def save_model(path: str | Path, model: nn.Module, meta: dict[str, Any]) -> None:
     """Write the model's weights with `meta` (arch, input_shape, num_classes…) atomically."""
     missing = [k for k in META_KEYS if k not in meta]
@@ -67,7 +76,12 @@ def load_weights(
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise KdflowError(f"{path}: weights do not fit {arch} ({str(exc)[:120]})") from None
+        # load_state_dict lists every key on its own line; the error stays one line.
+        detail = " ".join(str(exc).split())
+        detail = detail if len(detail) <= 160 else detail[:160] + "…"
+        raise KdflowError(
+            f"{path}: weights do not fit {arch} ({detail}); rerun the stage that wrote it"
+        ) from None
 
 
 def load_model(
