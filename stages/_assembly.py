@@ -80,6 +80,34 @@ def load_meta(stage: TrainingStage, cfg: AssemblyParams) -> MetaModel:
     return model
 
 
+def load_modules(
+    stage: TrainingStage, cfg: AssemblyParams, role: str, meta: MetaModel
+) -> tuple[list[tuple[Any, dict[str, Any]]], list[str], list[dict[str, Any]]]:
+    """Return each module checkpoint of `role` (model and metadata), their hashes and metrics.
+
+    Every module must have been trained inside this very `meta` model: only then do the
+    modules fit together.
+    """
+    from kdflow.assembly import check_same_meta, load_assembly_model
+    from kdflow.io import sha256_file
+
+    loaded, hashes, records = [], [], []
+    for i in cfg.modules:
+        files = outputs(f"{role}/{i}")
+        model, model_meta = load_assembly_model(
+            files["model"],
+            role=role,
+            target=cfg.target,
+            expect=expected_meta(stage),
+            device=stage.device,
+        )
+        check_same_meta(model, meta, files["model"])
+        loaded.append((model, model_meta))
+        hashes.append(sha256_file(files["model"]))
+        records.append(read_metrics(files["metrics"]))
+    return loaded, hashes, records
+
+
 def load_teacher(stage: TrainingStage) -> tuple[KDModel, dict[str, Any]]:
     """Return the MLL teacher, in eval mode on the stage's device, and its metadata."""
     from kdflow.train.checkpoint import load_model

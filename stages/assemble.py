@@ -14,18 +14,12 @@ from stages._cli import run_stage, stage_parser
 def main(args: argparse.Namespace) -> None:
     """Assemble the target from the meta model and the incubated modules, then fine-tune it."""
     params = load_params(args.params)
-    from kdflow.assembly import (
-        assemble,
-        check_module_indices,
-        check_same_meta,
-        combine_module_records,
-        load_assembly_model,
-    )
+    from kdflow.assembly import assemble, check_module_indices, combine_module_records
     from kdflow.io import sha256_file
     from kdflow.models import build_model
     from kdflow.train.teacher import cross_entropy_objective
     from kdflow.train.trainer import evaluate, fit
-    from stages._assembly import expected_meta, load_meta
+    from stages._assembly import load_meta, load_modules
     from stages._train import training_stage
 
     cfg = params.assembly
@@ -33,22 +27,9 @@ def main(args: argparse.Namespace) -> None:
     with training_stage("assemble", params, section) as stage:
         data = stage.data
         meta = load_meta(stage, cfg)
-        modules, records = [], []
-        inputs = [sha256_file(META["model"])]
-        for i in cfg.modules:
-            module_files = outputs(f"incubate/{i}")
-            hybrid, _ = load_assembly_model(
-                module_files["model"],
-                role="incubate",
-                target=cfg.target,
-                expect=expected_meta(stage),
-                device=stage.device,
-            )
-            # The modules fit together only if all were incubated in this very meta model.
-            check_same_meta(hybrid, meta, module_files["model"])
-            modules.append(hybrid.module)
-            inputs.append(sha256_file(module_files["model"]))
-            records.append(read_metrics(module_files["metrics"]))
+        loaded, hashes, records = load_modules(stage, cfg, "incubate", meta)
+        modules = [hybrid.module for hybrid, _ in loaded]
+        inputs = [sha256_file(META["model"]), *hashes]
         stage.seed(cfg.seed)
         target = build_model(cfg.target, data.input_shape, data.num_classes)
         check_module_indices(cfg.modules, len(target.stages), cfg.target)

@@ -14,18 +14,12 @@ from stages._cli import run_stage, stage_parser
 def main(args: argparse.Namespace) -> None:
     """Put the m2mKD modules (stitches dropped) into the student, then train it end to end."""
     params = load_params(args.params)
-    from kdflow.assembly import (
-        assemble,
-        check_module_indices,
-        check_same_meta,
-        combine_module_records,
-        load_assembly_model,
-    )
+    from kdflow.assembly import assemble, check_module_indices, combine_module_records
     from kdflow.errors import KdflowError
     from kdflow.io import sha256_file
     from kdflow.models import build_model
     from kdflow.train.trainer import evaluate, fit
-    from stages._assembly import expected_meta, load_meta, student_objective
+    from stages._assembly import load_meta, load_modules, student_objective
     from stages._train import training_stage
 
     cfg = params.assembly
@@ -34,27 +28,17 @@ def main(args: argparse.Namespace) -> None:
     with training_stage("m2m_assemble", params, section) as stage:
         data = stage.data
         meta = load_meta(stage, cfg)
-        modules, records = [], []
-        inputs = [sha256_file(META["model"]), sha256_file(TEACHER) if cfg.finetune_kd else ""]
-        for i in cfg.modules:
-            module_files = outputs(f"m2m/{i}")
-            pair, pair_meta = load_assembly_model(
-                module_files["model"],
-                role="m2m",
-                target=cfg.target,
-                expect=expected_meta(stage),
-                device=stage.device,
-            )
+        loaded, hashes, records = load_modules(stage, cfg, "m2m", meta)
+        for i, (_, pair_meta) in zip(cfg.modules, loaded, strict=True):
             if pair_meta["assembly"]["student"] != cfg.student:
                 raise KdflowError(
-                    f"{module_files['model']} holds a module of "
+                    f"{outputs(f'm2m/{i}')['model']} holds a module of "
                     f"{pair_meta['assembly']['student']!r}, not assembly.student "
                     f"{cfg.student!r}; rerun m2m@{i}"
                 )
-            check_same_meta(pair, meta, module_files["model"])
-            modules.append(pair.module.module)  # the student module without its stitches
-            inputs.append(sha256_file(module_files["model"]))
-            records.append(read_metrics(module_files["metrics"]))
+        modules = [pair.module.module for pair, _ in loaded]  # without their stitches
+        teacher_hash = sha256_file(TEACHER) if cfg.finetune_kd else ""
+        inputs = [sha256_file(META["model"]), teacher_hash, *hashes]
         stage.seed(cfg.seed)
         student = build_model(cfg.student, data.input_shape, data.num_classes)
         check_module_indices(cfg.modules, len(student.stages), cfg.student)
