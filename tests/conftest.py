@@ -4,14 +4,34 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.helpers import copy_repo, git
+from tests.helpers import TINY_PIPELINE, copy_repo, git, pipeline_env, set_params
 
 VENV_BIN = Path(sys.executable).parent  # the venv running pytest; stage commands say `python`
+# `make test` spreads the suite over pytest-xdist workers (--dist loadgroup). Each test file
+# stays on one worker (its module fixtures are built once); files that share an expensive
+# session fixture share a worker too, so that fixture is built once per suite.
+SHARED_WORKER = {
+    "tests/audit/": "tiny-pipeline",
+    "tests/stages/test_evaluate_report.py": "tiny-pipeline",
+    "tests/flows/": "prefect-server",
+    "tests/robustness/": "robustness-workspace",
+}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Give every test an xdist group: its shared fixture's name, else its file."""
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        group = next((g for prefix, g in SHARED_WORKER.items() if path.startswith(prefix)), path)
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(autouse=True)
@@ -61,3 +81,30 @@ def stage_env(tmp_path: Path, tracking_uri: str) -> dict[str, str]:
     env["GIT_AUTHOR_EMAIL"] = env["GIT_COMMITTER_EMAIL"] = "tests@kdflow.invalid"
     env.pop("KDFLOW_PARENT_RUN_ID", None)
     return env
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(
+    tmp_path_factory: pytest.TempPathFactory, mlflow_template_db: Path
+) -> dict[str, Any]:
+    """Return the repository, commit and `dvc repro` output of one tiny whole pipeline.
+
+    Built once per session (it is the suite's most expensive fixture); tests read it and
+    copy it (tests.helpers.copy_pipeline) before they change anything.
+    """
+    repo = copy_repo(tmp_path_factory.mktemp("pipeline") / "repo")
+    set_params(repo, TINY_PIPELINE)
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "tiny pipeline")
+    shutil.copyfile(mlflow_template_db, repo / "mlflow.db")  # git-ignored, schema in place
+    done = subprocess.run(
+        [str(VENV_BIN / "dvc"), "repro"],
+        cwd=repo,
+        env=pipeline_env(repo),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, f"dvc repro failed:\n{done.stdout}\n{done.stderr}"
+    return {"repo": repo, "commit": git(repo, "rev-parse", "HEAD"), "repro": done}

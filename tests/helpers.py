@@ -36,6 +36,48 @@ TINY_ASSEMBLY: dict[str, Any] = {
 }
 
 
+# The one tiny whole pipeline the report and audit tests share (tests/conftest.py builds it
+# once per session): 500 MNIST-1D samples, cnn3 teachers, one KD method, two protocols, one
+# seed (tests/report covers the aggregation over seeds), 2-epoch students. Single-threaded,
+# because on a loaded machine idle torch threads slow these models 10-100×; deterministic,
+# so that the audit's rerun of a stage is bit-identical.
+TINY_PIPELINE: dict[str, Any] = {
+    "data": {"num_samples": 500},
+    "runtime": {"device": "cpu", "threads": 1, "deterministic": True},
+    "teacher": {"model": "cnn3", "optim": {"epochs": 3, "batch_size": 64}},
+    "mcmi": {"optim": {"epochs": 2, "batch_size": 64}},
+    "distill": {
+        "student": "cnn3",
+        "teachers": ["mll", "mcmi"],
+        "methods": ["kd"],
+        "protocols": ["full", "zeroshot"],
+        "seeds": [0],
+        "omit": [9],
+        "optim": {"epochs": 2, "batch_size": 64},
+    },
+    "assembly": TINY_ASSEMBLY,
+}
+
+
+def pipeline_env(repo: Path) -> dict[str, str]:
+    """Return the environment for dvc and kdflow in `repo`: venv first, its own MLflow store."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{repo / 'mlflow.db'}"
+    env["DVC_SITE_CACHE_DIR"] = str(repo.parent / "dvc-site-cache")
+    env["DVC_NO_ANALYTICS"] = "1"
+    env["COLUMNS"] = "1000"  # rich folds tables to the terminal width otherwise
+    env.pop("KDFLOW_PARENT_RUN_ID", None)
+    return env
+
+
+def copy_pipeline(repo: Path, root: Path) -> Path:
+    """Copy a built pipeline repository (MLflow store and DVC cache included) to root/repo."""
+    copy = root / "repo"
+    shutil.copytree(repo, copy, symlinks=True)
+    return copy
+
+
 def copy_repo(root: Path) -> Path:
     """Copy the repository's code and pipeline files into the new folder `root`; return it."""
     root.mkdir(parents=True)

@@ -1,15 +1,13 @@
 """`kdflow audit` as users run it, on a real tiny pipeline and on tampered copies of it.
 
-One module-wide scratch git repository (500 MNIST-1D samples, cnn3 teachers, one KD method,
-one protocol, one seed, 2-epoch students, deterministic single-threaded CPU) runs `dvc repro`
-once, with its MLflow store inside the repository. Each tampering test works on a copy of that
-repository (its own MLflow store and DVC cache included) and points the audit at the copy.
+The tests work on a copy of the session's tiny pipeline (tests/conftest.py: 500 MNIST-1D
+samples, cnn3 models, 2-epoch students, deterministic single-threaded CPU) with its MLflow
+store and DVC cache. Each tampering test works on a further copy and points the audit at it.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -19,55 +17,24 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import TINY_ASSEMBLY, copy_repo
-from tests.helpers import git as _git
-from tests.helpers import set_params as _set_params
+from tests.helpers import copy_pipeline, pipeline_env, set_params
 
 pytestmark = pytest.mark.slow
 
 VENV_BIN = Path(sys.executable).parent
 DVC_CHECK = "dvc.lock matches workspace"
 LINEAGE_CHECK = "every reported figure has an MLflow run with lineage"
-# Tiny and single-threaded: on a loaded machine idle torch threads slow these models 10-100×.
-# Deterministic (the default) so that a rerun of a stage is bit-identical.
-TINY = {
-    "data": {"num_samples": 500},
-    "runtime": {"device": "cpu", "threads": 1, "deterministic": True},
-    "teacher": {"model": "cnn3", "optim": {"epochs": 3, "batch_size": 64}},
-    "mcmi": {"optim": {"epochs": 2, "batch_size": 64}},
-    "distill": {
-        "student": "cnn3",
-        "teachers": ["mll", "mcmi"],
-        "methods": ["kd"],
-        "protocols": ["full"],  # the audit is about lineage, not the grid: few stages
-        "seeds": [0],
-        "optim": {"epochs": 2, "batch_size": 64},
-    },
-    "assembly": TINY_ASSEMBLY,
-}
 
 
 def _uri(repo: Path) -> str:
     return f"sqlite:///{repo / 'mlflow.db'}"
 
 
-def _env(repo: Path) -> dict[str, str]:
-    """Return the subprocess environment: venv first, the repository's own MLflow store."""
-    env = dict(os.environ)
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
-    env["MLFLOW_TRACKING_URI"] = _uri(repo)
-    env["DVC_SITE_CACHE_DIR"] = str(repo.parent / "dvc-site-cache")
-    env["DVC_NO_ANALYTICS"] = "1"
-    env["COLUMNS"] = "1000"  # rich folds the verdict table to the terminal width otherwise
-    env.pop("KDFLOW_PARENT_RUN_ID", None)
-    return env
-
-
 def _run(repo: Path, command: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         command,
         cwd=cwd or repo,
-        env=_env(repo),
+        env=pipeline_env(repo),
         capture_output=True,
         text=True,
         timeout=600,
@@ -98,27 +65,15 @@ def _failed(done: subprocess.CompletedProcess, report: dict[str, Any], check: st
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory, mlflow_template_db: Path) -> Path:
-    """Return the scratch git repository after one tiny `dvc repro`."""
-    repo = copy_repo(tmp_path_factory.mktemp("audit") / "repo")
-    _set_params(repo, TINY)
-    _git(repo, "init", "-q")
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", "tiny pipeline")
-    shutil.copyfile(mlflow_template_db, repo / "mlflow.db")  # git-ignored, schema in place
-
-    done = _run(repo, [str(VENV_BIN / "dvc"), "repro"])
-
-    assert done.returncode == 0, f"dvc repro failed:\n{done.stdout}\n{done.stderr}"
-    return repo
+def pipeline(tiny_pipeline: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Return this module's copy of the tiny pipeline (the audit writes reports/audit.json)."""
+    return copy_pipeline(tiny_pipeline["repo"], tmp_path_factory.mktemp("audit"))
 
 
 @pytest.fixture
 def tampered(pipeline: Path, tmp_path: Path) -> Path:
     """Return a copy of the pipeline's repository to tamper with (store and cache included)."""
-    copy = tmp_path / "repo"
-    shutil.copytree(pipeline, copy, symlinks=True)
-    return copy
+    return copy_pipeline(pipeline, tmp_path)
 
 
 def test_clean_pipeline_passes_and_records_the_environment(pipeline):
@@ -179,13 +134,16 @@ def test_a_replaced_model_file_fails(tampered):
 
 def test_a_param_changed_without_rerunning_fails(tampered):
     raw = yaml.safe_load((tampered / "params.yaml").read_text())
-    _set_params(tampered, {"distill": {"optim": {"lr": raw["distill"]["optim"]["lr"] * 2}}})
+    set_params(tampered, {"distill": {"optim": {"lr": raw["distill"]["optim"]["lr"] * 2}}})
 
     done, report = _audit(tampered)
 
     detail = _failed(done, report, DVC_CHECK)
-    # Every student (2 distilled, 1 baseline) and the report track the distill section.
-    assert detail.startswith("4 stage(s) changed: ")
+    # Every student (distilled and baseline) and the report track the distill section.
+    locked = yaml.safe_load((tampered / "dvc.lock").read_text())["stages"]
+    students = [name for name in locked if name.startswith(("distill@", "baseline@"))]
+    assert len(students) == 6  # 2 teachers × 2 protocols + 2 baselines, one seed
+    assert detail.startswith(f"{len(students) + 1} stage(s) changed: ")
     assert "(changed deps: params.yaml (distill.optim.lr))" in detail
     assert detail in done.stdout
     assert _checks(report)[LINEAGE_CHECK]["passed"] is True

@@ -1,52 +1,29 @@
 """The evaluate and report stages as users reach them: a whole tiny `dvc repro`.
 
-One module-wide scratch git repository (500 MNIST-1D samples, cnn3 teachers, one KD method,
-two protocols, two seeds, 2-epoch students) runs the full pipeline once with its MLflow store
-inside the repository; every test reads that run.
+Every test reads the session's tiny pipeline (tests/conftest.py: 500 MNIST-1D samples, cnn3
+teachers, one KD method, two protocols, one seed, 2-epoch students), run once with its MLflow
+store inside its repository.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from tests.helpers import TINY_ASSEMBLY, copy_repo
-from tests.helpers import git as _git
-from tests.helpers import merge_params as _merge
+from tests.helpers import TINY_PIPELINE, pipeline_env
 
 pytestmark = pytest.mark.slow
 
 VENV_BIN = Path(sys.executable).parent
-TEACHERS = ("mll", "mcmi")
-PROTOCOLS = ("full", "zeroshot")
-SEEDS = (0, 1)
-# Tiny and single-threaded: on a loaded machine idle torch threads slow these models 10-100×.
-TINY = {
-    "data": {"num_samples": 500},
-    # Determinism is the audit tests' business.
-    "runtime": {"device": "cpu", "threads": 1, "deterministic": False},
-    "teacher": {"model": "cnn3", "optim": {"epochs": 3, "batch_size": 64}},
-    "mcmi": {"optim": {"epochs": 2, "batch_size": 64}},
-    "distill": {
-        "student": "cnn3",
-        "teachers": list(TEACHERS),
-        "methods": ["kd"],
-        "protocols": list(PROTOCOLS),
-        "seeds": list(SEEDS),
-        "omit": [9],
-        "optim": {"epochs": 2, "batch_size": 64},
-    },
-    "assembly": TINY_ASSEMBLY,
-}
+TEACHERS = tuple(TINY_PIPELINE["distill"]["teachers"])
+PROTOCOLS = tuple(TINY_PIPELINE["distill"]["protocols"])
+SEEDS = tuple(TINY_PIPELINE["distill"]["seeds"])
 ASSEMBLY_STAGES = {
     "assemble": "dma",
     "dma_e2e": "dma_e2e",
@@ -66,22 +43,11 @@ MODELS = (
 )
 
 
-def _env(repo: Path) -> dict[str, str]:
-    """Return the subprocess environment: venv first, the repository's own MLflow store."""
-    env = dict(os.environ)
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
-    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{repo / 'mlflow.db'}"
-    env["DVC_SITE_CACHE_DIR"] = str(repo.parent / "dvc-site-cache")
-    env["DVC_NO_ANALYTICS"] = "1"
-    env.pop("KDFLOW_PARENT_RUN_ID", None)
-    return env
-
-
 def _dvc(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
         [str(VENV_BIN / "dvc"), *args],
         cwd=repo,
-        env=_env(repo),
+        env=pipeline_env(repo),
         capture_output=True,
         text=True,
         timeout=600,
@@ -90,21 +56,10 @@ def _dvc(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return done
 
 
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory, mlflow_template_db: Path) -> dict:
-    """Return the scratch repository after one tiny `dvc repro`, its commit and repro output."""
-    repo = copy_repo(tmp_path_factory.mktemp("pipeline") / "repo")
-    raw = yaml.safe_load((repo / "params.yaml").read_text())
-    _merge(raw, TINY)
-    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    _git(repo, "init", "-q")
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", "tiny pipeline")
-    shutil.copyfile(mlflow_template_db, repo / "mlflow.db")  # git-ignored, schema in place
-
-    done = _dvc(repo, "repro")
-
-    return {"repo": repo, "commit": _git(repo, "rev-parse", "HEAD"), "repro": done}
+@pytest.fixture
+def pipeline(tiny_pipeline: dict[str, Any]) -> dict[str, Any]:
+    """Return the session's tiny pipeline (read-only here)."""
+    return tiny_pipeline
 
 
 def _json(path: Path) -> dict[str, Any]:
