@@ -14,24 +14,6 @@ import pytest
 from tests.helpers import TINY_PIPELINE, copy_repo, git, pipeline_env, set_params
 
 VENV_BIN = Path(sys.executable).parent  # the venv running pytest; stage commands say `python`
-# `make test` spreads the suite over pytest-xdist workers (--dist loadgroup). Each test file
-# stays on one worker (its module fixtures are built once); files that share an expensive
-# session fixture share a worker too, so that fixture is built once per suite.
-SHARED_WORKER = {
-    "tests/audit/": "tiny-pipeline",
-    "tests/stages/test_evaluate_report.py": "tiny-pipeline",
-    "tests/flows/": "prefect-server",
-    "tests/robustness/": "robustness-workspace",
-}
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Give every test an xdist group: its shared fixture's name, else its file."""
-    for item in items:
-        path = item.nodeid.split("::", 1)[0]
-        group = next((g for prefix, g in SHARED_WORKER.items() if path.startswith(prefix)), path)
-        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(autouse=True)
