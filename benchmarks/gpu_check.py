@@ -2,9 +2,9 @@
 
 For each teacher→student pair it runs `fit()` with the `kd` method and a live teacher
 forward (CIFAR training augments its inputs, so the teacher cannot be cached): the training
-set held on the device, crop+flip of whole batches on the device (`CropFlip`), bf16
-autocast and channels_last on CUDA, optionally torch.compile. The first epoch is a
-warm-up; the second is timed. The last lines project a published-length run (240 epochs
+set held on the device as uint8, crop+flip of whole batches there (`CropFlip`), then
+normalisation, bf16 autocast and channels_last on CUDA, optionally torch.compile. The first
+epoch is a warm-up; the second is timed. The last lines project a published-length run (240 epochs
 of 50,000 images) from the measured samples/s.
 
     python benchmarks/gpu_check.py                 # the device torch picks
@@ -18,9 +18,9 @@ import json
 import time
 
 import torch
+from _cifar import CLASSES, synthetic_cifar, uint8_split
 
 from kdflow.config import OptimParams
-from kdflow.data.tensors import Split
 from kdflow.losses import OutputShapes, build_method
 from kdflow.models import build_model
 from kdflow.train.augment import CropFlip
@@ -30,26 +30,18 @@ from kdflow.train.trainer import FitConfig, fit
 PAIRS = [("resnet20", "resnet8"), ("resnet32x4", "resnet8x4")]
 
 
-def synthetic_split(n: int, classes: int, device: torch.device, seed: int) -> Split:
-    """Return n random CIFAR-shaped images with random labels on `device`."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 3, 32, 32, generator=g)
-    y = torch.randint(0, classes, (n,), generator=g)
-    return Split(x.to(device), y.to(device), torch.arange(n).to(device))
-
-
 def measure(teacher_name: str, student_name: str, args: argparse.Namespace) -> dict:
     """Return samples/s of the second (timed) KD epoch and the projected 240-epoch time."""
     device = torch.device(args.device)
     torch.manual_seed(0)
-    train = synthetic_split(args.samples, 100, device, 0)
-    val = synthetic_split(512, 100, device, 1)
-    teacher = build_model(teacher_name, (3, 32, 32), 100).to(device).eval()
+    train = uint8_split(*synthetic_cifar(args.samples, seed=0), device)
+    val = uint8_split(*synthetic_cifar(512, seed=1), device)
+    teacher = build_model(teacher_name, (3, 32, 32), CLASSES).to(device).eval()
     teacher = teacher.to(memory_format=torch.channels_last)
-    student = build_model(student_name, (3, 32, 32), 100).to(device)
+    student = build_model(student_name, (3, 32, 32), CLASSES).to(device)
     student = student.to(memory_format=torch.channels_last)
     with torch.no_grad():
-        probe = train.x[:2]
+        probe = train.batch(slice(0, 2))
         shapes = OutputShapes.measure(student.eval().forward_features(probe))
         teacher_shapes = OutputShapes.measure(teacher.forward_features(probe))
     method = build_method("kd", shapes, teacher_shapes, len(train)).to(device)
@@ -72,9 +64,9 @@ def measure(teacher_name: str, student_name: str, args: argparse.Namespace) -> d
         train,
         val,
         cfg,
-        num_classes=100,
+        num_classes=CLASSES,
         extra=method,
-        augment=CropFlip(4, [0.0] * 3, [1.0] * 3),
+        augment=CropFlip(4),  # on raw pixels: pads with 0
         on_epoch_end=stamp,
     )
     epoch_seconds = times[1] - times[0]

@@ -8,9 +8,10 @@ with the same augmentation distribution (4-px padded random crop + horizontal fl
 - reference: the way common CIFAR KD code does it: a Dataset whose `__getitem__` pads, crops,
   flips and normalises one image, a DataLoader with worker processes, a teacher forward under
   `no_grad` each step, and `.item()` on the loss every step for logging.
-- kdflow: `fit()` with the `kd` method, the normalised training set held as one tensor,
-  augmentation of whole batches on the device (`CropFlip`), channels_last, the teacher under
-  `inference_mode`, losses accumulated on the device and read once per epoch.
+- kdflow: `fit()` with the `kd` method, the training set held as one uint8 tensor on the
+  device, augmentation of whole batches there (`CropFlip`) and then normalisation,
+  channels_last, the teacher under `inference_mode`, losses accumulated on the device and
+  read once per epoch.
 
 Each side runs one untimed warm-up epoch, then `--epochs` timed epochs; samples/s is the
 median over timed epochs. The last two lines are `ratio <pair>: X` (kdflow / reference).
@@ -28,10 +29,10 @@ import time
 
 import torch
 import torch.nn.functional as F
+from _cifar import CLASSES, MEAN, STD, synthetic_cifar, uint8_split
 from torch.utils.data import DataLoader, Dataset
 
 from kdflow.config import OptimParams
-from kdflow.data.tensors import Split
 from kdflow.losses import OutputShapes, build_method
 from kdflow.models import build_model
 from kdflow.train.augment import CropFlip
@@ -40,17 +41,7 @@ from kdflow.train.distill import DistillObjective
 from kdflow.train.trainer import FitConfig, fit
 
 PAIRS = [("resnet20", "resnet8"), ("resnet32x4", "resnet8x4")]
-CLASSES = 100
-MEAN = (129.3, 124.1, 112.4)  # CIFAR-100's per-channel pixel statistics
-STD = (68.2, 65.4, 70.4)
 KD = {"gamma": 0.1, "alpha": 0.9, "temperature": 4.0}
-
-
-def synthetic_cifar(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return n random uint8 images (N×3×32×32) and labels."""
-    generator = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (n, 3, 32, 32), generator=generator, dtype=torch.uint8)
-    return images, torch.randint(0, CLASSES, (n,), generator=generator)
 
 
 class ReferenceCifar(Dataset):
@@ -110,13 +101,10 @@ def reference_epochs(teacher, student, images, labels, args) -> list[float]:
 
 def kdflow_epochs(teacher, student, images, labels, args, device) -> list[float]:
     """Return samples/s of each epoch of kdflow's `fit()` (the first is the warm-up)."""
-    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(STD).view(1, 3, 1, 1)
-    x = ((images.float() - mean) / std).to(device)
-    train = Split(x, labels.to(device), torch.arange(len(labels), device=device))
-    val = Split(x[:10], train.y[:10], train.ids[:10])  # selection work kept negligible
+    train = uint8_split(images, labels, device)  # normalised batch by batch, after augmenting
+    val = train.subset(torch.arange(10, device=device))  # selection work kept negligible
     with torch.no_grad():
-        probe = x[:2]
+        probe = train.batch(slice(0, 2))
         student_shapes = OutputShapes.measure(student.eval().forward_features(probe))
         teacher_shapes = OutputShapes.measure(teacher.forward_features(probe))
     method = build_method("kd", student_shapes, teacher_shapes, len(train), **KD).to(device)
@@ -138,7 +126,7 @@ def kdflow_epochs(teacher, student, images, labels, args, device) -> list[float]
         FitConfig(optim=optim, seed=0, device=device),
         num_classes=CLASSES,
         extra=method,
-        augment=CropFlip(4, MEAN, STD),
+        augment=CropFlip(4),  # on raw pixels: pads with 0
         on_epoch_end=stamp,
     )
     edges = [start, *stamps]

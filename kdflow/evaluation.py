@@ -59,7 +59,7 @@ def evaluate_model(
         expect=data_expectations(data.meta),
         device=data.test.x.device,
     )
-    logits = predict(model, data.test.x)
+    logits = predict(model, data.test)
     check_logits(logits, entry["model"])
     test = summarize(logits, data.test.y, data.num_classes)
     stage = entry["stage_metrics"]
@@ -72,9 +72,7 @@ def evaluate_model(
         "per_class_acc": test["per_class_acc"],
     }
     if entry["kind"] == "teacher":
-        record["val_cmi"] = summarize(predict(model, data.val.x), data.val.y, data.num_classes)[
-            "cmi"
-        ]
+        record["val_cmi"] = summarize(predict(model, data.val), data.val.y, data.num_classes)["cmi"]
     omit = stage.get("omit")
     if omit:
         mask = torch.isin(data.test.y, torch.tensor(omit, device=data.test.y.device))

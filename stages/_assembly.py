@@ -132,7 +132,7 @@ def student_objective(
     if not cfg.finetune_kd:
         return cross_entropy_objective
     teacher, _ = load_teacher(stage)
-    probe = stage.data.train.x[:2]
+    probe = stage.data.train.batch(slice(0, 2))
     with torch.no_grad():
         shapes = [
             OutputShapes.measure(m.eval().forward_features(probe)) for m in (student, teacher)
@@ -145,5 +145,5 @@ def student_objective(
         alpha=cfg.alpha,
         temperature=cfg.tau,
     )
-    cache = TeacherCache(teacher, stage.data.train.x, features=False)
+    cache = TeacherCache(teacher, stage.data.train, features=False)
     return DistillObjective(method, teacher, total_epochs=epochs, cache=cache)

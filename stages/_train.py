@@ -62,7 +62,10 @@ class TrainingStage:
     def augment(self) -> Augment | None:
         """Return the training-batch augmentation data.augment asks for (None for none)."""
         return build_augment(
-            self.params.data.augment, self.data.input_shape, self.data.meta["normalization"]
+            self.params.data.augment,
+            self.data.input_shape,
+            self.data.meta["normalization"],
+            raw=self.data.train.raw,
         )
 
     def log_epoch(self) -> Callable[[dict[str, float]], None]:
@@ -90,8 +93,8 @@ class TrainingStage:
         """
         if selected_state:
             model.load_state_dict(result.best_state)
-        val_logits = predict(model, self.data.val.x)
-        test_logits = predict(model, self.data.test.x)
+        val_logits = predict(model, self.data.val)
+        test_logits = predict(model, self.data.test)
         checks = check_logits(val_logits, outputs["metrics"]) + check_logits(
             test_logits, outputs["metrics"]
         )

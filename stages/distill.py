@@ -91,7 +91,7 @@ def main(args: argparse.Namespace) -> None:
             build_model(cfg.student, data.input_shape, data.num_classes).to(stage.device)
             for _ in range(method_cls.num_students)
         ]
-        probe = train.x[:2]
+        probe = train.batch(slice(0, 2))
         with torch.no_grad():
             student_shapes = OutputShapes.measure(students[0].eval().forward_features(probe))
             teacher_shapes = (
@@ -110,7 +110,7 @@ def main(args: argparse.Namespace) -> None:
         cache = None
         if teacher is not None and cfg.cache_teacher:
             if augment is None:
-                cache = TeacherCache(teacher, train.x, method.needs_features)
+                cache = TeacherCache(teacher, train, method.needs_features)
             else:
                 log.info("teacher outputs not cached: data.augment changes every batch")
         model = PeerGroup(students) if len(students) > 1 else students[0]
@@ -141,7 +141,7 @@ def main(args: argparse.Namespace) -> None:
         }
         if args.protocol == "zeroshot":
             omitted = torch.isin(data.test.y, torch.tensor(cfg.omit, device=data.test.y.device))
-            preds = predict(students[0], data.test.x[omitted]).argmax(1)
+            preds = predict(students[0], data.test.batch(omitted)).argmax(1)
             extra["omitted_acc"] = float((preds == data.test.y[omitted]).float().mean())
             extra["omit"] = cfg.omit
         stage.finish(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,18 +57,59 @@ def placement(
 
 @dataclass
 class Split:
-    """One split held as tensors: normalised inputs, labels and stable sample ids."""
+    """One split held as tensors: inputs, labels and stable sample ids.
 
-    x: torch.Tensor  # N×C×L or N×C×H×W, float32, normalised
+    Image bytes stay uint8 (a quarter of float32's memory, so CIFAR fits an accelerator
+    whole) and are normalised batch by batch with `stats`; other inputs are stored already
+    normalised. Either way `batch` and `inputs` return the same float32 model inputs.
+    """
+
+    x: torch.Tensor  # N×C×L or N×C×H×W: float32 normalised, or uint8 pixels when stats is set
     y: torch.Tensor  # N, int64
     ids: torch.Tensor  # N, int64
+    stats: tuple[torch.Tensor, torch.Tensor] | None = None  # per-channel (mean, std), 1×C×1…
 
     def __len__(self) -> int:
         return len(self.y)
 
+    @property
+    def raw(self) -> bool:
+        """Return whether `x` holds raw pixels that `normalize` still has to scale."""
+        return self.stats is not None
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Return stored inputs (any rows of `x`) as float32 model inputs on x's device."""
+        if self.stats is None:
+            return x
+        mean, std = (t.to(x.device, non_blocking=True) for t in self.stats)
+        return (x.float() - mean) / std
+
+    def batch(self, index: torch.Tensor | slice) -> torch.Tensor:
+        """Return the model inputs of the rows at `index`."""
+        return self.normalize(self.x[index])
+
+    def inputs(self) -> torch.Tensor:
+        """Return every row's model inputs (a float32 copy when stored raw)."""
+        return self.normalize(self.x)
+
     def subset(self, index: torch.Tensor) -> Split:
         """Return the rows at `index`."""
-        return Split(self.x[index], self.y[index], self.ids[index])
+        return Split(self.x[index], self.y[index], self.ids[index], self.stats)
+
+    def to(self, device: torch.device) -> Split:
+        """Return the split with every tensor on `device`."""
+        stats = None if self.stats is None else (self.stats[0].to(device), self.stats[1].to(device))
+        return Split(self.x.to(device), self.y.to(device), self.ids.to(device), stats)
+
+
+def stored_rows(
+    x: torch.Tensor | Split,
+) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+    """Return the stored inputs of a tensor or Split, and the function that makes model inputs
+    of any of their rows (the identity for a tensor of model inputs)."""
+    if isinstance(x, Split):
+        return x.x, x.normalize
+    return x, lambda rows: rows
 
 
 @dataclass
@@ -112,7 +154,8 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
 
 
 def _features(path: Path, table: Any, meta: dict[str, Any]) -> np.ndarray:
-    """Return the feature column as an N×(input size) array, refusing what prepare never writes."""
+    """Return the feature column as an N×(input size) array (uint8 pixels stay uint8, else
+    float32), refusing what prepare never writes."""
     missing = [c for c in TABLE_COLUMNS if c not in table.columns]
     if missing:
         raise KdflowError(f"{path} has no column(s) {', '.join(missing)}; {RERUN_PREPARE}")
@@ -134,6 +177,8 @@ def _features(path: Path, table: Any, meta: dict[str, Any]) -> np.ndarray:
     size = int(np.prod(meta["input_shape"]))
     try:
         raw = np.array(table["x"].to_numpy())
+        if raw.dtype == np.uint8:
+            return raw.reshape(table.height, size)
         x = raw.astype(np.float32).reshape(table.height, size)
     except (ValueError, TypeError):
         raise KdflowError(
@@ -175,10 +220,11 @@ def _to_split(path: Path, table: Any, meta: dict[str, Any]) -> Split:
     stat_shape = (1, shape[0]) + (1,) * (len(shape) - 1)
     mean = torch.tensor(norm["mean"], dtype=torch.float32).reshape(stat_shape)
     std = torch.tensor(norm["std"], dtype=torch.float32).reshape(stat_shape)
-    x = (x - mean) / std
     y = torch.from_numpy(_labels(path, table, int(meta["num_classes"])))
     ids = torch.from_numpy(table["sample_id"].to_numpy().astype(np.int64))
-    return Split(x, y, ids)
+    if x.dtype == torch.uint8:
+        return Split(x, y, ids, (mean, std))
+    return Split((x - mean) / std, y, ids)
 
 
 def load_prepared(folder: str | Path, device: torch.device | str = "cpu") -> PreparedData:
@@ -208,7 +254,4 @@ def load_prepared(folder: str | Path, device: torch.device | str = "cpu") -> Pre
         splits[name] = _to_split(path, table, meta)
     nbytes = sum(t.nbytes for split in splits.values() for t in (split.x, split.y, split.ids))
     target = placement(nbytes, torch.device(device), "prepared data")
-    splits = {
-        name: Split(s.x.to(target), s.y.to(target), s.ids.to(target)) for name, s in splits.items()
-    }
-    return PreparedData(meta=meta, **splits)
+    return PreparedData(meta=meta, **{name: s.to(target) for name, s in splits.items()})

@@ -18,19 +18,31 @@ Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
 class CropFlip:
-    """Pads by `padding` with a black pixel, crops back at a random offset, flips half the batch."""
+    """Pads by `padding` with a black pixel, crops back at a random offset, flips half the batch.
 
-    def __init__(self, padding: int, mean: Sequence[float], std: Sequence[float]) -> None:
+    Without `mean` and `std` the batch holds raw pixels and the padding is 0; with them it is
+    already normalised and the padding is a normalised black pixel.
+    """
+
+    def __init__(
+        self, padding: int, mean: Sequence[float] | None = None, std: Sequence[float] | None = None
+    ) -> None:
         self.padding = padding
-        # A black raw pixel (0) after normalisation: what padding means before normalising.
-        self.fill = [-m / s for m, s in zip(mean, std, strict=True)]
+        self.fill: list[float] | None = None
+        if mean is not None and std is not None:
+            # A black raw pixel (0) after normalisation: what padding means before normalising.
+            self.fill = [-m / s for m, s in zip(mean, std, strict=True)]
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Return the augmented batch (B×C×H×W), each sample cropped and flipped independently."""
         batch, channels, height, width = x.shape
         p = self.padding
-        fill = torch.tensor(self.fill, dtype=x.dtype, device=x.device).view(1, channels, 1, 1)
-        padded = fill.expand(batch, channels, height + 2 * p, width + 2 * p).clone()
+        size = (batch, channels, height + 2 * p, width + 2 * p)
+        if self.fill is None:
+            padded = x.new_zeros(size)
+        else:
+            fill = torch.tensor(self.fill, dtype=x.dtype, device=x.device)
+            padded = fill.view(1, channels, 1, 1).expand(size).clone()
         padded[:, :, p : p + height, p : p + width] = x
         dy = torch.randint(0, 2 * p + 1, (batch, 1), device=x.device, generator=generator)
         dx = torch.randint(0, 2 * p + 1, (batch, 1), device=x.device, generator=generator)
@@ -44,8 +56,13 @@ class CropFlip:
         return out.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
 
 
-def build_augment(name: str, input_shape: Sequence[int], normalization: dict) -> Augment | None:
-    """Return the batch augmentation `name` ("none" gives None) for inputs of `input_shape`."""
+def build_augment(
+    name: str, input_shape: Sequence[int], normalization: dict, raw: bool = False
+) -> Augment | None:
+    """Return the batch augmentation `name` ("none" gives None) for inputs of `input_shape`.
+
+    `raw`: the batches hold raw pixels (normalised after augmenting), not normalised values.
+    """
     from kdflow.errors import KdflowError
 
     if name == "none":
@@ -55,4 +72,6 @@ def build_augment(name: str, input_shape: Sequence[int], normalization: dict) ->
             f"data.augment {name!r} needs images (C×H×W); these inputs are {tuple(input_shape)}. "
             "Set data.augment: none"
         )
+    if raw:
+        return CropFlip(4)
     return CropFlip(4, normalization["mean"], normalization["std"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kdflow.data.tensors import placement
+from kdflow.data.tensors import Split, placement, stored_rows
 from kdflow.losses import DistillBatch, DistillMethod
 from kdflow.models.base import KDModel, ModelOutput
 
@@ -60,16 +60,19 @@ class TeacherCache:
     teacher's device when it fits (its size is logged), else in host memory.
     """
 
-    def __init__(self, teacher: KDModel, x: torch.Tensor, features: bool, batch_size: int = 1024):
+    def __init__(
+        self, teacher: KDModel, x: torch.Tensor | Split, features: bool, batch_size: int = 1024
+    ):
         device = next(teacher.parameters()).device
+        stored, normalize = stored_rows(x)
         parts = [
-            teacher_outputs(teacher, x[i : i + batch_size].to(device), features)
-            for i in range(0, len(x), batch_size)
+            teacher_outputs(teacher, normalize(stored[i : i + batch_size].to(device)), features)
+            for i in range(0, len(stored), batch_size)
         ]
         outputs = [
             torch.cat([p.logits for p in parts]),  # N×C
             *[torch.cat([p.features[k] for p in parts]) for k in range(len(parts[0].features))],
-            torch.cat([p.embedding for p in parts]) if features else x.new_zeros(0),
+            torch.cat([p.embedding for p in parts]) if features else parts[0].logits.new_zeros(0),
         ]
         home = placement(sum(t.nbytes for t in outputs), device, "teacher output cache")
         self.logits, *self.features, self.embedding = [t.to(home) for t in outputs]

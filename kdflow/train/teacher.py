@@ -22,7 +22,7 @@ def cross_entropy_objective(
 
 def compute_centroids(model: nn.Module, split: Split, num_classes: int) -> torch.Tensor:
     """Return the C×C class centroids Q of the model's softmax outputs on `split` (§2)."""
-    probs = predict(model, split.x).softmax(dim=1)
+    probs = predict(model, split).softmax(dim=1)
     return class_centroids(probs, split.y, num_classes).float()
 
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from kdflow.config import OptimParams
-from kdflow.data.tensors import Split
+from kdflow.data.tensors import Split, stored_rows
 from kdflow.errors import KdflowError
 from kdflow.io import atomic_path
 from kdflow.metrics import summarize
@@ -83,25 +83,31 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Return the model's float32 logits (N×C) for all inputs, in eval mode, on x's device."""
+def predict(model: nn.Module, x: torch.Tensor | Split, batch_size: int = 1024) -> torch.Tensor:
+    """Return the model's float32 logits (N×C) for all inputs, in eval mode, on x's device.
+
+    `x` is a tensor of model inputs or a Split (normalised batch by batch if stored raw).
+    """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    stored, normalize = stored_rows(x)
     with _autocast(device):
         logits = [
-            model(_as_input(x[i : i + batch_size].to(device, non_blocking=True))).float()
-            for i in range(0, len(x), batch_size)
+            model(
+                _as_input(normalize(stored[i : i + batch_size].to(device, non_blocking=True)))
+            ).float()
+            for i in range(0, len(stored), batch_size)
         ]
     model.train(was_training)
-    return torch.cat(logits).to(x.device)
+    return torch.cat(logits).to(stored.device)
 
 
 def evaluate(
     model: nn.Module, split: Split, num_classes: int, batch_size: int = 1024
 ) -> dict[str, Any]:
     """Return accuracy, ECE, NLL, CMI and per-class accuracy of `model` on `split`."""
-    return summarize(predict(model, split.x, batch_size), split.y, num_classes)
+    return summarize(predict(model, split, batch_size), split.y, num_classes)
 
 
 def _epoch_generator(seed: int, epoch: int, device: str | torch.device = "cpu") -> torch.Generator:
@@ -206,8 +212,9 @@ def fit(
                     inputs = inputs.pin_memory().to(cfg.device, non_blocking=True)
                     labels = labels.to(cfg.device, non_blocking=True)
                     index = index.to(cfg.device, non_blocking=True)
-                if augment is not None:
+                if augment is not None:  # on stored values: uint8 pixels stay small until here
                     inputs = augment(inputs, augment_generator)
+                inputs = train.normalize(inputs)
                 with _autocast(cfg.device):
                     inputs = _as_input(inputs)
                     _, terms = objective(step_model, inputs, labels, index, epoch)

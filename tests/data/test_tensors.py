@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from kdflow.config import DataParams
 from kdflow.data.prepare import prepare
@@ -67,3 +71,29 @@ def test_data_too_big_for_the_device_streams_from_host_with_a_warning(caplog):
 
 def test_host_memory_is_never_second_guessed():
     assert placement(10**15, torch.device("cpu"), "prepared data") == torch.device("cpu")
+
+
+def test_image_bytes_stay_uint8_and_normalise_to_the_float_path(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in ("a", "b", "c"):
+        (tmp_path / "images" / name).mkdir(parents=True)
+        for i in range(20):
+            pixels = rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "images" / name / f"{i}.png")
+    out = tmp_path / "prepared"
+    prepare(DataParams(source="imagefolder", path=str(tmp_path / "images"), image_size=8), out)
+    meta = json.loads((out / "meta.json").read_text())
+
+    data = load_prepared(out)
+
+    train = data.train
+    assert train.raw and train.x.dtype == torch.uint8 and train.x.shape[1:] == (3, 8, 8)
+    # What the float path computed before: (pixel − mean) / std per channel, once for all.
+    mean = torch.tensor(meta["normalization"]["mean"], dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(meta["normalization"]["std"], dtype=torch.float32).view(1, 3, 1, 1)
+    expected = (train.x.to(torch.float32) - mean) / std
+    assert torch.equal(train.inputs(), expected)
+    index = torch.tensor([5, 0, 3])
+    assert torch.equal(train.batch(index), expected[index])
+    assert torch.equal(train.subset(index).inputs(), expected[index])
+    assert train.inputs().dtype == torch.float32

@@ -276,3 +276,35 @@ def test_augmented_fit_sees_augmented_batches_and_repeats_exactly(make_config):
     assert not any(torch.equal(a, b) for a, b in zip(first_batches, plain_batches, strict=True))
     # Without augmentation the batches are the stored samples themselves.
     assert any(torch.equal(plain_batches[0][0], images.x[i]) for i in range(len(images)))
+
+
+def test_uint8_images_train_exactly_like_their_normalised_floats(make_config):
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.randint(0, 256, (96, 3, 8, 8), generator=generator, dtype=torch.uint8)
+    labels, ids = torch.arange(96) % 4, torch.arange(96)
+    mean, std = [120.0, 110.0, 100.0], [60.0, 62.0, 64.0]
+    stats = (torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1))
+    raw = Split(pixels, labels, ids, stats)
+    floats = Split((pixels.float() - stats[0]) / stats[1], labels, ids)
+
+    def run(split, augment):
+        torch.manual_seed(0)
+        model = build_model("cnn3", (3, 8, 8), 4)
+        result = fit(
+            model,
+            cross_entropy_objective,
+            split,
+            split,
+            make_config(epochs=2, batch_size=32),
+            num_classes=4,
+            augment=augment,
+        )
+        return model, result
+
+    # Padding with raw 0 then normalising equals padding with a normalised black pixel.
+    for raw_augment, float_augment in [(None, None), (CropFlip(2), CropFlip(2, mean, std))]:
+        raw_model, raw_result = run(raw, raw_augment)
+        float_model, float_result = run(floats, float_augment)
+
+        assert raw_result.history == float_result.history
+        assert_same_state(raw_model.state_dict(), float_model.state_dict())
