@@ -7,6 +7,7 @@ a Prefect API that does not answer. The flow is generic over DVC pipelines, so t
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -88,6 +89,7 @@ def shared(
         sleep=SLEEP,
         flaky="flaky",
     )
+    env.pop("OMP_NUM_THREADS", None)  # the flow sizes each stage's thread pool itself
     remote = base / "remote"
     options = ("--remote", str(remote), "--max-parallel", "2", "--retry-delay", "0")
     first, second = clone(origin, base / "first"), clone(origin, base / "second")
@@ -133,6 +135,9 @@ def test_independent_stages_run_at_the_same_time(shared, prefect: PrefectApi):
     # With --gpus 0,1 the two stages running side by side got one GPU each.
     assert {bx["gpu"], by["gpu"]} == {"0", "1"}
     assert all(entry["gpu"] in ("0", "1") for entry in shared.after_first)
+    # Two stages at a time share the cores: each stage's thread pool is half the machine.
+    threads = str(max(1, (os.cpu_count() or 1) // 2))
+    assert {entry["threads"] for entry in shared.after_first} == {threads}
 
 
 def test_stage_that_fails_once_passes_with_retries(shared, prefect: PrefectApi):

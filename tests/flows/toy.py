@@ -4,7 +4,7 @@ Every toy stage runs `python step.py NAME OUT [IN ...]`, which appends a JSON li
 start and end time to $TOY_LOG (outside every workspace, so a stage that DVC restores instead
 of running leaves no line), sleeps $TOY_SLEEP seconds when NAME is in $TOY_SLOW, fails when
 NAME is in $TOY_FAIL, and fails once when NAME is in $TOY_FLAKY; the line records the
-CUDA_VISIBLE_DEVICES it was given.
+CUDA_VISIBLE_DEVICES and OMP_NUM_THREADS it was given.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ fail = name in os.environ.get("TOY_FAIL", "").split(",") or (
 with log.open("a") as entries:
     gpu = os.environ.get("CUDA_VISIBLE_DEVICES")
     entry = {"stage": name, "start": start, "end": time.time(), "ok": not fail, "gpu": gpu}
+    entry["threads"] = os.environ.get("OMP_NUM_THREADS")
     entries.write(json.dumps(entry))
     entries.write("\\n")
 if fail:
