@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import TINY_PIPELINE, copy_repo, git, pipeline_env, set_params
+from tests.helpers import TINY_PIPELINE, copy_repo, git, run_in_pipeline, set_params
 
 VENV_BIN = Path(sys.executable).parent  # the venv running pytest; stage commands say `python`
 
@@ -80,13 +79,6 @@ def tiny_pipeline(
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "tiny pipeline")
     shutil.copyfile(mlflow_template_db, repo / "mlflow.db")  # git-ignored, schema in place
-    done = subprocess.run(
-        [str(VENV_BIN / "dvc"), "repro"],
-        cwd=repo,
-        env=pipeline_env(repo),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    done = run_in_pipeline(repo, [str(VENV_BIN / "dvc"), "repro"], timeout=900)
     assert done.returncode == 0, f"dvc repro failed:\n{done.stdout}\n{done.stderr}"
     return {"repo": repo, "commit": git(repo, "rev-parse", "HEAD"), "repro": done}

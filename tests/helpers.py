@@ -71,6 +71,20 @@ def pipeline_env(repo: Path) -> dict[str, str]:
     return env
 
 
+def run_in_pipeline(
+    repo: Path, command: list[str], cwd: Path | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """Run `command` (in `cwd`, default `repo`) with repo's pipeline environment; capture output."""
+    return subprocess.run(
+        command,
+        cwd=cwd or repo,
+        env=pipeline_env(repo),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def copy_pipeline(repo: Path, root: Path) -> Path:
     """Copy a built pipeline repository (MLflow store and DVC cache included) to root/repo."""
     copy = root / "repo"

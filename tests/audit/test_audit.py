@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import copy_pipeline, pipeline_env, set_params
+from tests.helpers import copy_pipeline, run_in_pipeline, set_params
 
 pytestmark = pytest.mark.slow
 
@@ -30,22 +30,11 @@ def _uri(repo: Path) -> str:
     return f"sqlite:///{repo / 'mlflow.db'}"
 
 
-def _run(repo: Path, command: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        command,
-        cwd=cwd or repo,
-        env=pipeline_env(repo),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
 def _audit(repo: Path, *args: str, cwd: Path | None = None) -> tuple[Any, dict[str, Any]]:
     """Run `kdflow audit ARGS` on `repo`; return the process and its JSON report."""
     report = repo / "reports" / "audit.json"
     report.unlink(missing_ok=True)
-    done = _run(repo, [str(VENV_BIN / "kdflow"), "audit", *args], cwd)
+    done = run_in_pipeline(repo, [str(VENV_BIN / "kdflow"), "audit", *args], cwd)
     assert report.is_file(), f"no audit.json:\n{done.stdout}\n{done.stderr}"
     return done, json.loads(report.read_text())
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import TINY_PIPELINE, pipeline_env
+from tests.helpers import TINY_PIPELINE, run_in_pipeline
 
 pytestmark = pytest.mark.slow
 
@@ -44,14 +44,7 @@ MODELS = (
 
 
 def _dvc(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [str(VENV_BIN / "dvc"), *args],
-        cwd=repo,
-        env=pipeline_env(repo),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = run_in_pipeline(repo, [str(VENV_BIN / "dvc"), *args])
     assert done.returncode == 0, f"dvc {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
     return done
 
