@@ -1,7 +1,7 @@
 """Wall time of the pipeline through the Prefect flow vs. plain sequential `dvc repro`.
 
-    .venv/bin/python benchmarks/flow_vs_repro.py --tiny          # minutes on a laptop CPU
-    .venv/bin/python benchmarks/flow_vs_repro.py --max-parallel 4  # default params: hours
+    .venv/bin/python benchmarks/flow_vs_repro.py --tiny          # ~10 minutes on 2 cores
+    .venv/bin/python benchmarks/flow_vs_repro.py                 # default params: ~25 minutes
 
 Both run in fresh scratch copies of this checkout (tracked and untracked, not ignored files),
 each with its own empty DVC cache and MLflow store created before the clock starts. The flow
