@@ -132,7 +132,7 @@ def student_objective(
     if not cfg.finetune_kd:
         return cross_entropy_objective
     teacher, _ = load_teacher(stage)
-    probe = stage.data.train.batch(slice(0, 2))
+    probe = stage.data.train.batch(slice(0, 2)).to(stage.device)  # data may stay on host
     with torch.no_grad():
         shapes = [
             OutputShapes.measure(m.eval().forward_features(probe)) for m in (student, teacher)

@@ -91,7 +91,7 @@ def main(args: argparse.Namespace) -> None:
             build_model(cfg.student, data.input_shape, data.num_classes).to(stage.device)
             for _ in range(method_cls.num_students)
         ]
-        probe = train.batch(slice(0, 2))
+        probe = train.batch(slice(0, 2)).to(stage.device)  # the data may stream from host
         with torch.no_grad():
             student_shapes = OutputShapes.measure(students[0].eval().forward_features(probe))
             teacher_shapes = (
