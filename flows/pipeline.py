@@ -190,9 +190,10 @@ def open_pipeline_run(
     return PipelineRun(client, run.info.run_id, uri)
 
 
-def stage_threads(max_parallel: int, cpus: int | None = None) -> int:
-    """Return the CPU threads each stage process gets: the cores split among parallel stages."""
-    return max(1, (cpus or os.cpu_count() or 1) // max_parallel)
+def stage_threads(max_parallel: int) -> str:
+    """Return each stage process's OMP_NUM_THREADS: the user's, else the cores split among
+    the stages that run at once."""
+    return os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // max_parallel))
 
 
 def _stage_env(run: PipelineRun, flow_run_id: str, max_parallel: int) -> dict[str, str]:
@@ -200,7 +201,7 @@ def _stage_env(run: PipelineRun, flow_run_id: str, max_parallel: int) -> dict[st
     # torch sizes its thread pool from OMP_NUM_THREADS (runtime.threads, when set, wins).
     # Stages side by side, each with a pool as large as the machine, spin against each other:
     # measured on 2 cores, two default CPU stages at once each ran 10-20x slower than alone.
-    env.setdefault("OMP_NUM_THREADS", str(stage_threads(max_parallel)))
+    env["OMP_NUM_THREADS"] = stage_threads(max_parallel)
     # Stage commands in dvc.yaml say `python`: make it this environment's interpreter.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env[PARENT_RUN_ENV] = run.run_id
@@ -361,7 +362,7 @@ def pipeline(
             "retries": retries,
             "dvc_remote": shared.url,
             "gpus": ",".join(gpus or []) or "all visible",
-            "threads_per_stage": os.environ.get("OMP_NUM_THREADS", stage_threads(max_parallel)),
+            "threads_per_stage": stage_threads(max_parallel),
             "stages": len(dag),
         }
         run = open_pipeline_run(repo, flow_run_id, snapshot, shared, settings)
