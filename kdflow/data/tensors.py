@@ -61,7 +61,7 @@ class Split:
 
     Image bytes stay uint8 (a quarter of float32's memory, so CIFAR fits an accelerator
     whole) and are normalised batch by batch with `stats`; other inputs are stored already
-    normalised. Either way `batch` and `inputs` return the same float32 model inputs.
+    normalised. Either way `batch` returns the same float32 model inputs.
     """
 
     x: torch.Tensor  # N×C×L or N×C×H×W: float32 normalised, or uint8 pixels when stats is set
@@ -87,10 +87,6 @@ class Split:
     def batch(self, index: torch.Tensor | slice) -> torch.Tensor:
         """Return the model inputs of the rows at `index`."""
         return self.normalize(self.x[index])
-
-    def inputs(self) -> torch.Tensor:
-        """Return every row's model inputs (a float32 copy when stored raw)."""
-        return self.normalize(self.x)
 
     def subset(self, index: torch.Tensor) -> Split:
         """Return the rows at `index`."""

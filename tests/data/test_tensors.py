@@ -92,8 +92,8 @@ def test_image_bytes_stay_uint8_and_normalise_to_the_float_path(tmp_path):
     mean = torch.tensor(meta["normalization"]["mean"], dtype=torch.float32).view(1, 3, 1, 1)
     std = torch.tensor(meta["normalization"]["std"], dtype=torch.float32).view(1, 3, 1, 1)
     expected = (train.x.to(torch.float32) - mean) / std
-    assert torch.equal(train.inputs(), expected)
+    assert torch.equal(train.batch(slice(None)), expected)
     index = torch.tensor([5, 0, 3])
     assert torch.equal(train.batch(index), expected[index])
-    assert torch.equal(train.subset(index).inputs(), expected[index])
-    assert train.inputs().dtype == torch.float32
+    assert torch.equal(train.subset(index).batch(slice(None)), expected[index])
+    assert train.batch(slice(None)).dtype == torch.float32
