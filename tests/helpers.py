@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+EPOCH_LINE = re.compile(r": epoch (\d+)/")  # a stage's progress line after each epoch
 # What a stage needs to run from a scratch copy (no data, no outputs, no caches).
 REPO_FILES = (
     "params.yaml",
@@ -120,6 +123,33 @@ def set_params(repo: Path, override: dict[str, Any]) -> None:
     raw = yaml.safe_load(path.read_text())
     merge_params(raw, override)
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+def signal_after_epoch(
+    command: list[str], repo: Path, env: dict[str, str], epoch: int, sig: signal.Signals
+) -> tuple[int, str]:
+    """Start `command`, send `sig` once it reports `epoch` done; return (exit code, stderr)."""
+    proc = subprocess.Popen(
+        command,
+        cwd=repo,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    seen = []
+    # Each epoch line comes after that epoch's checkpoint is on disk, and reading blocks until
+    # the stage writes it, so the signal lands in the next epoch.
+    for line in proc.stderr:
+        seen.append(line)
+        done = EPOCH_LINE.search(line)
+        if done and int(done.group(1)) >= epoch:
+            break
+    assert proc.poll() is None, f"the stage ended before epoch {epoch}:\n{''.join(seen)}"
+    proc.send_signal(sig)
+    _, rest = proc.communicate(timeout=120)
+    return proc.returncode, "".join(seen) + rest
 
 
 def git(repo: Path, *args: str) -> str:

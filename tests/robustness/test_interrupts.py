@@ -11,13 +11,13 @@ from __future__ import annotations
 import re
 import shutil
 import signal
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
+from tests.helpers import signal_after_epoch
 from tests.robustness.helpers import (
     DISTILL_ARGS,
     DISTILL_EPOCHS,
@@ -35,35 +35,7 @@ from tests.robustness.helpers import (
 
 pytestmark = pytest.mark.slow
 
-EPOCH_LINE = re.compile(r": epoch (\d+)/")
 RESUMED = re.compile(r"resuming from checkpoint after epoch (\d+)")
-
-
-def _signal_after_epoch(
-    command: list[str], repo: Path, env: dict[str, str], epoch: int, sig: signal.Signals
-) -> tuple[int, str]:
-    """Start `command`, send `sig` once it reports `epoch` done; return (exit code, stderr)."""
-    proc = subprocess.Popen(
-        command,
-        cwd=repo,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    seen = []
-    # Each epoch line comes after that epoch's checkpoint is on disk, and reading blocks until
-    # the stage writes it, so the signal lands in the next epoch.
-    for line in proc.stderr:
-        seen.append(line)
-        done = EPOCH_LINE.search(line)
-        if done and int(done.group(1)) >= epoch:
-            break
-    assert proc.poll() is None, f"the stage ended before epoch {epoch}:\n{''.join(seen)}"
-    proc.send_signal(sig)
-    _, rest = proc.communicate(timeout=120)
-    return proc.returncode, "".join(seen) + rest
 
 
 def _resumed_after(stderr: str) -> int:
@@ -119,14 +91,14 @@ def test_distill_survives_kill_term_and_int_and_resumes_to_the_same_result(
     untouched = snapshot(repo)  # no distill outputs yet; every interruption must keep it so
     assert DISTILL_EPOCHS >= 8
 
-    code, stderr = _signal_after_epoch(command, repo, stage_env, 1, signal.SIGKILL)
+    code, stderr = signal_after_epoch(command, repo, stage_env, 1, signal.SIGKILL)
 
     assert code == -signal.SIGKILL, stderr
     assert checkpoint.is_file()
     after_kill = snapshot(repo)  # may hold a temp file, if the kill came during a save
     assert {k: v for k, v in after_kill.items() if not k.startswith("checkpoints/")} == untouched
 
-    code, stderr = _signal_after_epoch(command, repo, stage_env, 3, signal.SIGTERM)
+    code, stderr = signal_after_epoch(command, repo, stage_env, 3, signal.SIGTERM)
 
     assert code == 128 + signal.SIGTERM, stderr
     first_resume = _resumed_after(stderr)
@@ -139,7 +111,7 @@ def test_distill_survives_kill_term_and_int_and_resumes_to_the_same_result(
     assert set(after_term) == set(after_kill)
     assert {k: v for k, v in after_term.items() if not k.startswith("checkpoints/")} == untouched
 
-    code, stderr = _signal_after_epoch(command, repo, stage_env, 5, signal.SIGINT)
+    code, stderr = signal_after_epoch(command, repo, stage_env, 5, signal.SIGINT)
 
     assert code == 130, stderr
     second_resume = _resumed_after(stderr)
@@ -190,8 +162,8 @@ def test_meta_killed_twice_resumes_to_the_same_result(
     untouched = snapshot(repo)
     assert META_EPOCHS >= 5
 
-    first, first_err = _signal_after_epoch(command, repo, stage_env, 1, signal.SIGKILL)
-    second, second_err = _signal_after_epoch(command, repo, stage_env, 3, signal.SIGKILL)
+    first, first_err = signal_after_epoch(command, repo, stage_env, 1, signal.SIGKILL)
+    second, second_err = signal_after_epoch(command, repo, stage_env, 3, signal.SIGKILL)
 
     assert first == second == -signal.SIGKILL, first_err + second_err
     assert (repo / "checkpoints" / "meta.pt").is_file()

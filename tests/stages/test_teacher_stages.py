@@ -22,6 +22,7 @@ import torch
 
 from kdflow.train.checkpoint import load_model
 from tests.helpers import set_params as _set_params
+from tests.helpers import signal_after_epoch
 
 pytestmark = pytest.mark.slow
 
@@ -189,27 +190,12 @@ def test_sigkill_then_rerun_resumes_to_the_same_result(
     repo = _tiny(repo_copy, prepared)
     checkpoint = repo / "checkpoints" / "teacher_mll.pt"
 
-    proc = subprocess.Popen(
-        [PYTHON, "-m", "stages.teacher_mll"],
-        cwd=repo,
-        env=stage_env,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
+    # The stage prints an epoch's line only once that epoch's checkpoint is on disk.
+    code, stderr = signal_after_epoch(
+        [PYTHON, "-m", "stages.teacher_mll"], repo, stage_env, 2, signal.SIGKILL
     )
-    assert proc.stderr is not None
-    seen = []
-    for line in proc.stderr:  # blocks until the stage writes a line, so the kill comes at once
-        seen.append(line)
-        epoch = re.search(r"epoch (\d+)/", line)
-        if epoch and int(epoch.group(1)) >= 2 and checkpoint.is_file():
-            break
-    finished_early = proc.poll() is not None
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=60)
 
-    assert not finished_early, "the stage finished before the kill; raise TEACHER_EPOCHS"
-    assert proc.returncode == -signal.SIGKILL, "".join(seen)
+    assert code == -signal.SIGKILL, stderr
     assert checkpoint.is_file()
     assert not (repo / "models").exists()
     assert not (repo / "metrics").exists()

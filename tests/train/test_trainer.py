@@ -240,6 +240,14 @@ def test_resumed_result_reports_its_start(new_model, blobs, make_config):
     assert_same_state(again.best_state, first.best_state)
 
 
+def fit_images(split, config, augment, objective=cross_entropy_objective):
+    """Return a freshly seeded 3×8×8 cnn3 trained on `split` (its own val), and the result."""
+    torch.manual_seed(0)
+    model = build_model("cnn3", (3, 8, 8), 4)
+    result = fit(model, objective, split, split, config, num_classes=4, augment=augment)
+    return model, result
+
+
 def test_augmented_fit_sees_augmented_batches_and_repeats_exactly(make_config):
     generator = torch.Generator().manual_seed(0)
     images = Split(
@@ -252,18 +260,9 @@ def test_augmented_fit_sees_augmented_batches_and_repeats_exactly(make_config):
         return cross_entropy_objective(model, x, y, index, epoch)
 
     def run(augment):
-        torch.manual_seed(0)
-        model = build_model("cnn3", (3, 8, 8), 4)
         seen.clear()
-        result = fit(
-            model,
-            recording_objective,
-            images,
-            images,
-            make_config(epochs=2, batch_size=32),
-            num_classes=4,
-            augment=augment,
-        )
+        config = make_config(epochs=2, batch_size=32)
+        _, result = fit_images(images, config, augment, recording_objective)
         return result, [x.clone() for x in seen]
 
     crop_flip = CropFlip(2, [0.0] * 3, [1.0] * 3)
@@ -287,24 +286,11 @@ def test_uint8_images_train_exactly_like_their_normalised_floats(make_config):
     raw = Split(pixels, labels, ids, stats)
     floats = Split((pixels.float() - stats[0]) / stats[1], labels, ids)
 
-    def run(split, augment):
-        torch.manual_seed(0)
-        model = build_model("cnn3", (3, 8, 8), 4)
-        result = fit(
-            model,
-            cross_entropy_objective,
-            split,
-            split,
-            make_config(epochs=2, batch_size=32),
-            num_classes=4,
-            augment=augment,
-        )
-        return model, result
-
+    config = make_config(epochs=2, batch_size=32)
     # Padding with raw 0 then normalising equals padding with a normalised black pixel.
     for raw_augment, float_augment in [(None, None), (CropFlip(2), CropFlip(2, mean, std))]:
-        raw_model, raw_result = run(raw, raw_augment)
-        float_model, float_result = run(floats, float_augment)
+        raw_model, raw_result = fit_images(raw, config, raw_augment)
+        float_model, float_result = fit_images(floats, config, float_augment)
 
         assert raw_result.history == float_result.history
         assert_same_state(raw_model.state_dict(), float_model.state_dict())
