@@ -129,14 +129,16 @@ class CRD(FeatureDistillMethod):
 
     def sample_contrast_indices(self, indices: Tensor) -> Tensor:
         """Return B×(1+K) bank rows: each sample's own row, then K distinct-from-it negatives."""
-        own = indices.cpu().long()
+        own = indices.long()
+        # Drawn on the host from the seeded generator, then compared on the indices' device:
+        # moving the indices to the host instead would wait for the GPU every step.
         draws = torch.randint(
             self.num_data - 1, (len(own), self.num_negatives), generator=self.generator
-        )
+        ).to(own.device, non_blocking=True)
         # Drawing from N−1 values and skipping the sample's own row makes negatives uniform
         # over the other rows.
         negatives = draws + (draws >= own.unsqueeze(1)).long()
-        return torch.cat([own.unsqueeze(1), negatives], dim=1).to(indices.device)
+        return torch.cat([own.unsqueeze(1), negatives], dim=1)
 
     def _scores(self, bank: Tensor, rows: Tensor, embedding: Tensor, z: Tensor) -> Tensor:
         """Return exp(bank[rows]·embedding / T) / Z as B×(1+K), setting Z on first use."""
@@ -144,8 +146,10 @@ class CRD(FeatureDistillMethod):
         scores = torch.exp(
             torch.bmm(weights, embedding.unsqueeze(2)).squeeze(2) / self.hparams["nce_t"]
         )
-        if z.item() < 0:
-            z.fill_(scores.detach().mean().item() * self.num_data)
+        # Set once, without reading z on the host (a GPU sync per step); in float64, as the
+        # product of a Python float and N would be.
+        first = (scores.detach().mean().double() * self.num_data).to(z.dtype)
+        z.copy_(torch.where(z < 0, first, z))
         return scores / z
 
     @torch.no_grad()

@@ -1,14 +1,18 @@
-"""Device choice, seeding and determinism."""
+"""Device choice, seeding, determinism and the compiled (CUDA graph) training step."""
 
 from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
 from kdflow.errors import KdflowError
+
+T = TypeVar("T")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -46,3 +50,36 @@ def configure_runtime(
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.deterministic = True
+
+
+def compile_step(objective: Callable[..., T], device: torch.device) -> Callable[..., T]:
+    """Return the training step `objective` compiled as CUDA graphs on CUDA, else unchanged.
+
+    At the published batch size (64) a CIFAR ResNet step on a GPU is bound by launching
+    hundreds of small kernels, not by arithmetic. Compiling the whole objective (the student's
+    forward, a live teacher's and the loss) with "reduce-overhead" replays its forward and its
+    backward as one CUDA graph each (measured in README "Performance").
+    """
+    return compiled_step(objective) if device.type == "cuda" else objective
+
+
+def compiled_step(objective: Callable[..., T]) -> Callable[..., T]:
+    """Return `objective` under torch.compile("reduce-overhead"), with static tensor shapes.
+
+    The last, smaller batch of an epoch gets its own graph rather than a dynamic-shape one;
+    the epoch number turns dynamic when it first changes. A run compiles four times, not once
+    per epoch. On a CPU this compiles too (without graphs): that is how the tests check it.
+    """
+
+    def traced(*args: Any) -> T:
+        return objective(*args)
+
+    compiled = torch.compile(traced, mode="reduce-overhead")
+
+    def step(*args: Any) -> T:
+        for arg in args:
+            if isinstance(arg, torch.Tensor):
+                torch._dynamo.mark_static(arg)
+        return compiled(*args)
+
+    return step

@@ -35,7 +35,6 @@ def student_outputs(
     return [ModelOutput(logits=s(x), features=[], embedding=empty) for s in students]
 
 
-@torch.inference_mode()
 def _teacher_forward(teacher: KDModel, x: torch.Tensor, features: bool) -> ModelOutput:
     if features:
         return teacher.forward_features(x)
@@ -43,8 +42,12 @@ def _teacher_forward(teacher: KDModel, x: torch.Tensor, features: bool) -> Model
 
 
 def teacher_outputs(teacher: KDModel, x: torch.Tensor, features: bool) -> ModelOutput:
-    """Return the teacher's outputs under inference mode, as ordinary tensors (no graph)."""
-    out = _teacher_forward(teacher, x, features)
+    """Return the teacher's outputs without autograd history, as ordinary tensors."""
+    if torch.compiler.is_compiling():  # traced into the compiled step (compile_step)
+        with torch.no_grad():
+            return _teacher_forward(teacher, x, features)
+    with torch.inference_mode():
+        out = _teacher_forward(teacher, x, features)
     # Inference tensors cannot be saved for the student's backward pass; a clone can.
     return ModelOutput(
         logits=out.logits.clone(),
@@ -103,7 +106,9 @@ class DistillObjective:
         cache: TeacherCache | None = None,
     ) -> None:
         self.method = method
-        self.teacher = teacher.eval() if teacher is not None else None
+        # Frozen: without requires_grad a compiled step (compile_step) gives the teacher's
+        # parameters no gradients, which would otherwise cost a backward pass through it.
+        self.teacher = teacher.eval().requires_grad_(False) if teacher is not None else None
         self.cache = cache
         self.total_epochs = total_epochs
 

@@ -24,6 +24,7 @@ from kdflow.errors import KdflowError
 from kdflow.io import atomic_path
 from kdflow.metrics import summarize
 from kdflow.train.augment import Augment
+from kdflow.train.device import compile_step
 from kdflow.train.optim import MomentumSGD, learning_rate
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class FitConfig:
     device: torch.device
     checkpoint: Path | None = None
     run_key: str = ""  # a checkpoint resumes only a run with the same key (params + data)
-    compile: bool = False
+    compile: bool = False  # CUDA only: each step as CUDA graphs (compile_step)
     eval_batch_size: int = 1024
 
 
@@ -170,7 +171,9 @@ def fit(
     if extra is not None:
         extra.to(cfg.device)
     parameters = list(model.parameters()) + (list(extra.parameters()) if extra is not None else [])
-    optimizer = MomentumSGD(parameters, optim.lr, optim.momentum, optim.weight_decay)
+    optimizer = MomentumSGD(
+        parameters, optim.lr, optim.momentum, optim.weight_decay, fused=cfg.device.type == "cuda"
+    )
     history: list[dict[str, float]] = []
     best_state: dict[str, torch.Tensor] = {}
     best_extra: dict[str, torch.Tensor] = {}
@@ -186,9 +189,12 @@ def fit(
         start = len(history)
         log.info("%s: resuming from checkpoint after epoch %d", label, start)
 
-    step_model = torch.compile(model) if cfg.compile and cfg.device.type == "cuda" else model
+    step = compile_step(objective, cfg.device) if cfg.compile else objective
+    graphs = step is not objective  # CUDA graphs: each step must say where it begins
     n = len(train)
     data_device = train.x.device  # the training device, or the CPU when the data set streams
+    # By type: a split placed on "cuda" reports "cuda:0", which != torch.device("cuda").
+    streamed = data_device.type != cfg.device.type  # the data set did not fit the device
     with _progress(optim.epochs, label) as progress:
         task = progress.add_task(label, total=optim.epochs, completed=start, status="")
         for epoch in range(start, optim.epochs):
@@ -201,14 +207,16 @@ def fit(
             order = torch.randperm(n, generator=_epoch_generator(cfg.seed, epoch)).to(data_device)
             # Its own stream on the device: augmenting never syncs with the host.
             augment_generator = _epoch_generator(cfg.seed + 1, epoch, cfg.device)
-            totals: dict[str, torch.Tensor] = {}
+            totals: torch.Tensor | None = None  # per-term sums, then the loss's
             seen = 0
             for begin in range(0, n, optim.batch_size):
                 index = order[begin : begin + optim.batch_size]
                 if len(index) < 2:  # BatchNorm cannot train on a single sample
                     continue
+                if graphs:
+                    torch.compiler.cudagraph_mark_step_begin()
                 inputs, labels = train.x[index], train.y[index]
-                if data_device != cfg.device:  # streamed: the data set did not fit the device
+                if streamed:
                     inputs = inputs.pin_memory().to(cfg.device, non_blocking=True)
                     labels = labels.to(cfg.device, non_blocking=True)
                     index = index.to(cfg.device, non_blocking=True)
@@ -217,18 +225,20 @@ def fit(
                 inputs = train.normalize(inputs)
                 with _autocast(cfg.device):
                     inputs = _as_input(inputs)
-                    _, terms = objective(step_model, inputs, labels, index, epoch)
-                loss = torch.stack([t.float() for t in terms.values()]).sum()
+                    _, terms = step(model, inputs, labels, index, epoch)
+                values = torch.stack([t.float() for t in terms.values()])
+                loss = values.sum()
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-                # Kept on the device: reading a value here would sync the GPU every step.
-                for name, term in terms.items():
-                    totals[name] = totals.get(name, 0) + term.detach().float() * len(index)
-                totals["loss"] = totals.get("loss", 0) + loss.detach() * len(index)
+                # Kept on the device, one tensor for all terms: reading a value here would
+                # sync the GPU every step, and each small op costs a launch.
+                batch_totals = torch.cat([values.detach(), loss.detach()[None]]) * len(index)
+                totals = batch_totals if totals is None else totals + batch_totals
                 seen += len(index)
             row: dict[str, float] = {"epoch": epoch + 1, "lr": optimizer.lr}
-            row |= {f"train_{k}": float(v) / seen for k, v in totals.items()}
+            names = [*terms, "loss"]
+            row |= {f"train_{k}": v / seen for k, v in zip(names, totals.tolist(), strict=True)}
             if not math.isfinite(row["train_loss"]):
                 raise KdflowError(
                     f"{label}: training loss became {row['train_loss']} in epoch {epoch + 1}; "

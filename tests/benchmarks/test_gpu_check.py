@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 def test_gpu_check_runs_the_fast_path_and_projects_a_paper_run_on_cpu():
     done = subprocess.run(
         [sys.executable, "benchmarks/gpu_check.py", "--device", "cpu"]
-        + ["--samples", "64", "--batch-size", "32"],
+        + ["--samples", "64", "--batch-size", "32", "--epochs", "4"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -30,7 +30,7 @@ def test_gpu_check_runs_the_fast_path_and_projects_a_paper_run_on_cpu():
     assert [row["pair"] for row in rows] == ["resnet20->resnet8", "resnet32x4->resnet8x4"]
     for row in rows:
         assert row["device"] == "cpu" and row["batch_size"] == 32
-        assert row["steps_timed"] == 2  # 64 images in batches of 32
+        assert row["steps_timed"] == 4  # 2 timed epochs of 64 images in batches of 32
         assert row["samples_per_second"] > 0
         # 240 epochs of 50,000 images at the measured rate, in minutes (rounded to 0.1).
         projected = 240 * 50_000 / row["samples_per_second"] / 60

@@ -70,6 +70,21 @@ def test_crd_matches_reference(layout, batch_factory) -> None:
     torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-5)
 
 
+def test_crd_fixes_its_normalising_constants_on_the_first_batch(layout, batch_factory) -> None:
+    # test_crd_matches_reference checks the value Z takes on a first batch; this checks that
+    # a second, different batch leaves it alone.
+    method = build_crd(layout, beta=1.0, nce_k=20)
+    assert method.z_student.item() < 0 and method.z_teacher.item() < 0  # not set yet
+    method(batch_factory(*layout, seed=0))
+    z_student, z_teacher = method.z_student.clone(), method.z_teacher.clone()
+
+    method(batch_factory(*layout, seed=1))
+
+    assert z_student.item() > 0 and z_teacher.item() > 0
+    assert torch.equal(method.z_student, z_student)
+    assert torch.equal(method.z_teacher, z_teacher)
+
+
 def test_crd_draws_k_negatives_that_are_never_the_positive(layout, batch_factory) -> None:
     method = build_crd(layout)
     assert method.num_negatives == NUM_TRAIN - 1  # min(4096, N − 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from typing import Any
@@ -85,6 +86,17 @@ def test_same_seed_gives_bit_identical_weights(new_model, blobs, make_config):
     assert_same_state(first_model.state_dict(), second_model.state_dict())
     assert_same_state(first.best_state, second.best_state)
     assert reseeded.history != first.history  # the seed does drive the shuffling
+
+
+def test_an_indexed_device_name_trains_in_place_like_the_plain_one(new_model, blobs, make_config):
+    # Data placed on "cuda" reports "cuda:0"; the trainer once took that mismatch for a data
+    # set streamed from host memory and failed at the first batch. "cpu:0" is the same case.
+    plain_model, plain = run_fit(new_model, blobs, make_config(epochs=2))
+    indexed = dataclasses.replace(make_config(epochs=2), device=torch.device("cpu", 0))
+    indexed_model, indexed_result = run_fit(new_model, blobs, indexed)
+
+    assert indexed_result.history == plain.history
+    assert_same_state(indexed_model.state_dict(), plain_model.state_dict())
 
 
 def test_interrupted_fit_resumes_exactly(new_model, blobs, make_config, tmp_path):
