@@ -107,6 +107,9 @@ class TrainingStage:
             "best_epoch": result.best_epoch,
             "epochs": len(result.history),
             "train_seconds": round(time.perf_counter() - self.started, 2),
+            # CPU kernels are reproducible for a fixed thread count only: `kdflow audit
+            # --rerun` reruns the stage with this many (the flow gives each stage a share).
+            "torch_threads": torch.get_num_threads(),
         }
         metrics |= extra_metrics or {}
         metrics["mlflow_run_id"] = self.run.run_id

@@ -272,6 +272,9 @@ def rerun_stage(root: Path, stage: str, tolerance: float) -> CheckResult:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, target)
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{Path(scratch) / 'mlflow.db'}"}
+        threads = _recorded_threads(root, metrics_paths)
+        if threads is not None:  # CPU results depend on it; runtime.threads still wins
+            env["OMP_NUM_THREADS"] = str(threads)
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         env.pop("KDFLOW_PARENT_RUN_ID", None)
         out = subprocess.run(
@@ -295,7 +298,20 @@ def rerun_stage(root: Path, stage: str, tolerance: float) -> CheckResult:
             name, False, f"{len(differences)} difference(s): " + "; ".join(differences[:4])
         )
     exact = "bit-identical" if tolerance == 0 else f"within {tolerance}"
-    return CheckResult(name, True, f"{', '.join(metrics_paths)} {exact}")
+    how = "" if threads is None else f" (rerun with {threads} torch thread(s), as recorded)"
+    return CheckResult(name, True, f"{', '.join(metrics_paths)} {exact}{how}")
+
+
+def _recorded_threads(root: Path, metrics_paths: list[str]) -> int | None:
+    """Return the torch thread count a stage recorded in its metrics, if it did."""
+    for rel in metrics_paths:
+        try:
+            threads = json.loads((root / rel).read_text()).get("torch_threads")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(threads, int) and threads > 0:
+            return threads
+    return None
 
 
 def environment() -> dict[str, Any]:

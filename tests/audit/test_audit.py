@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import copy_pipeline, run_in_pipeline, set_params
+from tests.helpers import copy_pipeline, pipeline_env, run_in_pipeline, set_params
 
 pytestmark = pytest.mark.slow
 
@@ -166,10 +166,30 @@ def test_rerun_of_a_stage_is_bit_identical(pipeline):
     assert rerun == {
         "name": "rerun teacher_mll reproduces its metrics",
         "passed": True,
-        "detail": "metrics/teacher/mll.json bit-identical",
+        "detail": "metrics/teacher/mll.json bit-identical "
+        "(rerun with 1 torch thread(s), as recorded)",
     }
     assert "bit-identical" in done.stdout
     assert (model.read_bytes(), model.stat().st_mtime_ns) == before  # ran in a scratch copy
+
+
+def test_rerun_uses_the_thread_count_the_stage_ran_with(tampered):
+    # As under the flow: the stage ran with its share of the cores (OMP_NUM_THREADS=1) and
+    # runtime.threads left at 0. CPU results depend on the thread count, so a rerun with
+    # torch's default (2 on a 2-core machine) would differ in the last bits.
+    set_params(tampered, {"runtime": {"threads": 0}})
+    env = pipeline_env(tampered) | {"OMP_NUM_THREADS": "1"}
+    repro = subprocess.run(
+        ["dvc", "repro", "teacher_mll"], cwd=tampered, env=env, capture_output=True, text=True
+    )
+    assert repro.returncode == 0, repro.stderr
+    assert json.loads((tampered / "metrics/teacher/mll.json").read_text())["torch_threads"] == 1
+
+    _, report = _audit(tampered, "--rerun", "teacher_mll")  # OMP_NUM_THREADS not set here
+
+    rerun = _checks(report)["rerun teacher_mll reproduces its metrics"]
+    assert rerun["passed"] is True, rerun
+    assert rerun["detail"].endswith("bit-identical (rerun with 1 torch thread(s), as recorded)")
 
 
 def test_rerun_of_an_unknown_stage_names_the_known_ones(pipeline):
