@@ -16,6 +16,7 @@ spatial sizes may not.
 from __future__ import annotations
 
 import copy
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -99,7 +100,7 @@ class M2MObjective:
         self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor, epoch: int
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Return the student path's logits and {"ce": …, "kd": …} for one batch."""
-        pair: HybridModel = getattr(model, "_orig_mod", model)  # unwrap torch.compile
+        pair = cast(HybridModel, model)  # fit passes the model it trains: the hybrid pair
         with torch.no_grad():  # nothing before the module trains, nor anything on the teacher path
             h = pair.prefix(x)
             teacher_logits = pair.suffix(self.teacher_module(h))

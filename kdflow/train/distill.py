@@ -116,8 +116,7 @@ class DistillObjective:
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, epoch: int
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Return the evaluated student's logits and the method's loss terms for one batch."""
-        module = getattr(model, "_orig_mod", model)  # unwrap torch.compile
-        students = list(module.peers) if isinstance(module, PeerGroup) else [model]
+        students = list(model.peers) if isinstance(model, PeerGroup) else [model]
         features = self.method.needs_features
         outputs = student_outputs(students, x, features)
         teacher = None

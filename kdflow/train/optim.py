@@ -57,14 +57,14 @@ class MomentumSGD:
         if self.weight_decay:
             grads = torch._foreach_add(grads, params, alpha=self.weight_decay)
         if self.momentum:
-            fresh = [k for k, i in enumerate(present) if self.buffers[i] is None]
-            moving = [k for k, i in enumerate(present) if self.buffers[i] is not None]
+            moving = [k for k, gone in enumerate(missing) if not gone]
             if moving:
                 buffers = [self.buffers[present[k]] for k in moving]
                 torch._foreach_mul_(buffers, self.momentum)
                 torch._foreach_add_(buffers, [grads[k] for k in moving])
-            for k in fresh:
-                self.buffers[present[k]] = torch.clone(grads[k]).detach()
+            for k, gone in enumerate(missing):
+                if gone:
+                    self.buffers[present[k]] = torch.clone(grads[k]).detach()
             grads = [self.buffers[i] for i in present]
         torch._foreach_add_(params, grads, alpha=-self.lr)
 
