@@ -11,12 +11,15 @@ with the same augmentation distribution (4-px padded random crop + horizontal fl
 - kdflow: `fit()` with the `kd` method, the training set held as one uint8 tensor on the
   device, augmentation of whole batches there (`CropFlip`) and then normalisation,
   channels_last, the teacher under `inference_mode`, losses accumulated on the device and
-  read once per epoch.
+  read once per epoch. With `--compile`, as with `runtime.compile: true`, the whole step is
+  compiled (on the CPU without CUDA graphs).
 
-Each side runs one untimed warm-up epoch, then `--epochs` timed epochs; samples/s is the
-median over timed epochs. The last two lines are `ratio <pair>: X` (kdflow / reference).
+Each side runs one untimed warm-up epoch (kdflow compiled: two, as it compiles again when the
+epoch number first changes), then `--epochs` timed epochs; samples/s is the median over timed
+epochs. The last two lines are `ratio <pair>: X` (kdflow / reference).
 
     .venv/bin/python benchmarks/kd_throughput.py                 # both pairs, CPU
+    .venv/bin/python benchmarks/kd_throughput.py --compile       # kdflow's step compiled
     .venv/bin/python benchmarks/kd_throughput.py --samples 2048 --epochs 3
 """
 
@@ -100,7 +103,7 @@ def reference_epochs(teacher, student, images, labels, args) -> list[float]:
 
 
 def kdflow_epochs(teacher, student, images, labels, args, device) -> list[float]:
-    """Return samples/s of each epoch of kdflow's `fit()` (the first is the warm-up)."""
+    """Return samples/s of each epoch of kdflow's `fit()` (the first is a warm-up)."""
     train = uint8_split(images, labels, device)  # normalised batch by batch, after augmenting
     val = train.subset(torch.arange(10, device=device))  # selection work kept negligible
     with torch.no_grad():
@@ -108,7 +111,8 @@ def kdflow_epochs(teacher, student, images, labels, args, device) -> list[float]
         student_shapes = OutputShapes.measure(student.eval().forward_features(probe))
         teacher_shapes = OutputShapes.measure(teacher.forward_features(probe))
     method = build_method("kd", student_shapes, teacher_shapes, len(train), **KD).to(device)
-    objective = DistillObjective(method, teacher, total_epochs=args.epochs + 1)
+    warmup = 2 if args.compile else 1
+    objective = DistillObjective(method, teacher, total_epochs=args.epochs + warmup)
     stamps: list[float] = []
 
     def stamp(_row: dict) -> None:
@@ -116,28 +120,33 @@ def kdflow_epochs(teacher, student, images, labels, args, device) -> list[float]
             torch.cuda.synchronize()
         stamps.append(time.perf_counter())
 
-    optim = OptimParams(epochs=args.epochs + 1, batch_size=args.batch_size, lr=0.05)
+    optim = OptimParams(epochs=args.epochs + warmup, batch_size=args.batch_size, lr=0.05)
     start = time.perf_counter()
     fit(
         student,
         objective,
         train,
         val,
-        FitConfig(optim=optim, seed=0, device=device),
+        FitConfig(optim=optim, seed=0, device=device, compile=args.compile),
         num_classes=CLASSES,
         extra=method,
         augment=CropFlip(4),  # on raw pixels: pads with 0
         on_epoch_end=stamp,
     )
     edges = [start, *stamps]
-    return [len(train) / (b - a) for a, b in zip(edges, edges[1:], strict=False)]
+    rates = [len(train) / (b - a) for a, b in zip(edges, edges[1:], strict=False)]
+    return rates[warmup - 1 :]  # one warm-up rate left first, as the reference's
 
 
 def measure(teacher_name: str, student_name: str, args: argparse.Namespace) -> dict:
     """Return both sides' median samples/s over the timed epochs for one pair."""
     device = resolve_device(args.device)
     images, labels = synthetic_cifar(args.samples, seed=0)
-    results = {"pair": f"{teacher_name}->{student_name}", "samples": args.samples}
+    results = {
+        "pair": f"{teacher_name}->{student_name}",
+        "samples": args.samples,
+        "compile": args.compile,
+    }
     for side in ("reference", "kdflow"):
         torch.manual_seed(0)
         teacher = build_model(teacher_name, (3, 32, 32), CLASSES).eval()
@@ -164,6 +173,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs after a warm-up")
     parser.add_argument("--workers", type=int, default=2, help="reference DataLoader workers")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument(
+        "--compile", action="store_true", help="compile kdflow's step (runtime.compile: true)"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

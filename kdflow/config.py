@@ -58,7 +58,7 @@ class RuntimeParams(_Section):
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     deterministic: bool = True
     threads: int = Field(0, ge=0)  # 0: leave torch's default
-    compile: bool = False  # CUDA: the training step compiled and replayed as CUDA graphs
+    compile: bool = False  # compile each training step; on CUDA replay it as CUDA graphs
 
 
 class OptimParams(_Section):

@@ -1,4 +1,4 @@
-"""Device choice, seeding, determinism and the compiled (CUDA graph) training step."""
+"""Device choice, seeding, determinism and the compiled training step."""
 
 from __future__ import annotations
 
@@ -53,28 +53,34 @@ def configure_runtime(
 
 
 def compile_step(objective: Callable[..., T], device: torch.device) -> Callable[..., T]:
-    """Return the training step `objective` compiled as CUDA graphs on CUDA, else unchanged.
+    """Return the training step `objective` compiled for `device` (`runtime.compile`).
 
     At the published batch size (64) a CIFAR ResNet step on a GPU is bound by launching
-    hundreds of small kernels, not by arithmetic. Compiling the whole objective (the student's
-    forward, a live teacher's and the loss) with "reduce-overhead" replays its forward and its
-    backward as one CUDA graph each (measured in README "Performance").
+    hundreds of small kernels, not by arithmetic. On CUDA the whole objective (the student's
+    forward, a live teacher's and the loss) is compiled with "reduce-overhead", which replays
+    its forward and its backward as one CUDA graph each. On the CPU the same step is compiled
+    with fused kernels and no graphs (both measured in README "Performance").
     """
-    return compiled_step(objective) if device.type == "cuda" else objective
+    if device.type not in ("cuda", "cpu"):
+        raise KdflowError(
+            f"runtime.compile supports cuda and cpu, not {device.type}; set runtime.compile: false"
+        )
+    return compiled_step(objective, graphs=device.type == "cuda")
 
 
-def compiled_step(objective: Callable[..., T]) -> Callable[..., T]:
-    """Return `objective` under torch.compile("reduce-overhead"), with static tensor shapes.
+def compiled_step(objective: Callable[..., T], graphs: bool = True) -> Callable[..., T]:
+    """Return `objective` under torch.compile, with static tensor shapes.
 
-    The last, smaller batch of an epoch gets its own graph rather than a dynamic-shape one;
-    the epoch number turns dynamic when it first changes. A run compiles four times, not once
-    per epoch. On a CPU this compiles too (without graphs): that is how the tests check it.
+    `graphs` compiles with "reduce-overhead" (CUDA graphs on a GPU; the caller then marks
+    where each step begins). The last, smaller batch of an epoch gets its own graph rather
+    than a dynamic-shape one; the epoch number turns dynamic when it first changes. A run
+    compiles four times, not once per epoch.
     """
 
     def traced(*args: Any) -> T:
         return objective(*args)
 
-    compiled = torch.compile(traced, mode="reduce-overhead")
+    compiled = torch.compile(traced, mode="reduce-overhead" if graphs else None)
 
     def step(*args: Any) -> T:
         for arg in args:

@@ -57,7 +57,7 @@ class FitConfig:
     device: torch.device
     checkpoint: Path | None = None
     run_key: str = ""  # a checkpoint resumes only a run with the same key (params + data)
-    compile: bool = False  # CUDA only: each step as CUDA graphs (compile_step)
+    compile: bool = False  # each step compiled; on CUDA, as CUDA graphs (compile_step)
     eval_batch_size: int = 1024
 
 
@@ -190,7 +190,7 @@ def fit(
         log.info("%s: resuming from checkpoint after epoch %d", label, start)
 
     step = compile_step(objective, cfg.device) if cfg.compile else objective
-    graphs = step is not objective  # CUDA graphs: each step must say where it begins
+    graphs = cfg.compile and cfg.device.type == "cuda"  # each step says where it begins
     n = len(train)
     data_device = train.x.device  # the training device, or the CPU when the data set streams
     # By type: a split placed on "cuda" reports "cuda:0", which != torch.device("cuda").

@@ -1,22 +1,25 @@
-"""The compiled training step: what `runtime.compile` turns on for CUDA, checked on the CPU.
+"""The compiled training step that `runtime.compile` turns on, checked on the CPU.
 
-On CUDA, `compile_step` compiles the whole objective (student forward, live teacher, loss) and
-replays it as CUDA graphs. The graphs need a GPU, but the tracing does not: `compiled_step`
-compiles the same way on the CPU, so these tests check that a compiled KD run trains like the
-eager one and compiles a fixed number of times, not once per epoch.
+`compile_step` compiles the whole objective (student forward, live teacher, loss); on CUDA it
+is replayed as CUDA graphs, which need a GPU, but the tracing is the same on the CPU. These
+tests check that a compiled KD run trains like the eager one, compiles a fixed number of times
+(not once per epoch) and resumes from its checkpoint exactly.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 import torch
 from torch._dynamo.utils import counters
 
 from kdflow.data.tensors import Split
+from kdflow.errors import KdflowError
 from kdflow.losses import OutputShapes, build_method
 from kdflow.models import build_model
 from kdflow.train.augment import CropFlip
-from kdflow.train.device import compile_step, compiled_step
+from kdflow.train.device import compile_step
 from kdflow.train.distill import DistillObjective
 from kdflow.train.teacher import cross_entropy_objective
 from kdflow.train.trainer import fit
@@ -25,8 +28,9 @@ SHAPE = (3, 8, 8)
 CLASSES = 4
 
 
-def test_compile_step_is_the_objective_itself_off_cuda():
-    assert compile_step(cross_entropy_objective, torch.device("cpu")) is cross_entropy_objective
+def test_compile_step_refuses_a_device_inductor_does_not_target():
+    with pytest.raises(KdflowError, match="runtime.compile supports cuda and cpu, not mps"):
+        compile_step(cross_entropy_objective, torch.device("mps"))
 
 
 def _uint8_images(n: int) -> Split:
@@ -36,7 +40,11 @@ def _uint8_images(n: int) -> Split:
     return Split(images, torch.arange(n) % CLASSES, torch.arange(n), stats)
 
 
-def _kd_run(split: Split, config, compiled: bool):
+class Interrupted(Exception):
+    pass
+
+
+def _kd_run(split: Split, config, **hooks):
     torch.manual_seed(0)
     teacher = build_model("cnn3", SHAPE, CLASSES).eval()
     student = build_model("cnn3", SHAPE, CLASSES)
@@ -47,9 +55,16 @@ def _kd_run(split: Split, config, compiled: bool):
         ]
     method = build_method("kd", *shapes, len(split))
     objective = DistillObjective(method, teacher, total_epochs=config.optim.epochs)
-    step = compiled_step(objective) if compiled else objective
     result = fit(
-        student, step, split, split, config, num_classes=CLASSES, extra=method, augment=CropFlip(2)
+        student,
+        objective,
+        split,
+        split,
+        config,
+        num_classes=CLASSES,
+        extra=method,
+        augment=CropFlip(2),
+        **hooks,
     )
     return student, result
 
@@ -61,8 +76,8 @@ def test_compiled_kd_step_trains_like_the_eager_one_and_compiles_four_times(make
     torch._dynamo.reset()
     counters.clear()
 
-    eager_model, eager = _kd_run(split, config, compiled=False)
-    compiled_model, compiled = _kd_run(split, config, compiled=True)
+    eager_model, eager = _kd_run(split, config)
+    compiled_model, compiled = _kd_run(split, dataclasses.replace(config, compile=True))
 
     # Two batch shapes, each compiled with epoch 0 and once more when the epoch turns dynamic.
     assert counters["stats"]["unique_graphs"] == 4
@@ -75,3 +90,29 @@ def test_compiled_kd_step_trains_like_the_eager_one_and_compiles_four_times(make
         eager_model.state_dict().items(), compiled_model.state_dict().values(), strict=True
     ):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.slow
+def test_interrupted_compiled_run_resumes_exactly(make_config, tmp_path):
+    split = _uint8_images(80)
+    config = dataclasses.replace(make_config(epochs=3, batch_size=32), compile=True)
+    torch._dynamo.reset()
+    reference_model, reference = _kd_run(split, config)
+
+    def stop_after_epoch_1(row: dict[str, float]) -> None:
+        if row["epoch"] == 1:
+            raise Interrupted
+
+    interrupted = dataclasses.replace(config, checkpoint=tmp_path / "run.pt")
+    torch._dynamo.reset()
+    with pytest.raises(Interrupted):
+        _kd_run(split, interrupted, on_epoch_end=stop_after_epoch_1)
+    torch._dynamo.reset()  # as in a new process: compiled afresh, first with epoch 1 as a constant
+    resumed_model, resumed = _kd_run(split, interrupted)
+
+    assert resumed.resumed_from == 1
+    assert resumed.history == reference.history
+    for (name, want), got in zip(
+        reference_model.state_dict().items(), resumed_model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(got, want), name
