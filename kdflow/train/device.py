@@ -65,7 +65,24 @@ def compile_step(objective: Callable[..., T], device: torch.device) -> Callable[
         raise KdflowError(
             f"runtime.compile supports cuda and cpu, not {device.type}; set runtime.compile: false"
         )
+    if device.type == "cpu":
+        _require_cpp_compiler()
     return compiled_step(objective, graphs=device.type == "cuda")
+
+
+def _require_cpp_compiler() -> None:
+    # Inductor builds its CPU kernels with a C++ compiler; without one it fails at the first
+    # step with a long traceback, after the stage has loaded its data.
+    from torch._inductor.cpp_builder import get_cpp_compiler
+    from torch._inductor.exc import InvalidCxxCompiler
+
+    try:
+        get_cpp_compiler()
+    except InvalidCxxCompiler:
+        raise KdflowError(
+            "runtime.compile on the CPU needs a C++ compiler: install g++ (or point CXX at "
+            "one), or set runtime.compile: false"
+        ) from None
 
 
 def compiled_step(objective: Callable[..., T], graphs: bool = True) -> Callable[..., T]:
