@@ -8,7 +8,7 @@ step as CUDA graphs). The first two epochs are a warm-up (and compile); the othe
 line projects a published-length run (240 epochs of 50,000 images) from the measured samples/s.
 
     python benchmarks/gpu_check.py                 # the device torch picks
-    python benchmarks/gpu_check.py --compile       # adds torch.compile on CUDA
+    python benchmarks/gpu_check.py --compile       # runtime.compile: CUDA graphs on CUDA
 """
 
 from __future__ import annotations
