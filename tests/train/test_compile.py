@@ -23,6 +23,7 @@ from kdflow.train.device import compile_step
 from kdflow.train.distill import DistillObjective
 from kdflow.train.teacher import cross_entropy_objective
 from kdflow.train.trainer import fit
+from tests.train.helpers import Interrupted, assert_same_state
 
 SHAPE = (3, 8, 8)
 CLASSES = 4
@@ -48,10 +49,6 @@ def test_compile_step_on_a_cpu_without_a_cpp_compiler_says_how_to_fix_it():
         pytest.raises(KdflowError, match="needs a C\\+\\+ compiler: install g\\+\\+"),
     ):
         compile_step(cross_entropy_objective, torch.device("cpu"))
-
-
-class Interrupted(Exception):
-    pass
 
 
 def _kd_run(split: Split, config, **hooks):
@@ -122,7 +119,4 @@ def test_interrupted_compiled_run_resumes_exactly(make_config, tmp_path):
 
     assert resumed.resumed_from == 1
     assert resumed.history == reference.history
-    for (name, want), got in zip(
-        reference_model.state_dict().items(), resumed_model.state_dict().values(), strict=True
-    ):
-        assert torch.equal(got, want), name
+    assert_same_state(resumed_model.state_dict(), reference_model.state_dict())

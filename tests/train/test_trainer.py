@@ -19,19 +19,10 @@ from kdflow.train.device import resolve_device
 from kdflow.train.optim import learning_rate
 from kdflow.train.teacher import cross_entropy_objective
 from kdflow.train.trainer import FitResult, evaluate, fit
+from tests.train.helpers import Interrupted, assert_same_state
 
 NUM_CLASSES = 4
 TRAINER_LOG = "kdflow.train.trainer"
-
-
-class Interrupted(Exception):
-    """Stands in for a kill between two epochs."""
-
-
-def assert_same_state(left: dict[str, torch.Tensor], right: dict[str, torch.Tensor]) -> None:
-    assert left.keys() == right.keys()
-    different = [name for name in left if not torch.equal(left[name], right[name])]
-    assert different == []
 
 
 def run_fit(new_model, blobs, config, **kwargs) -> tuple[torch.nn.Module, FitResult]:
