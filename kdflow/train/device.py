@@ -88,10 +88,10 @@ def _require_cpp_compiler() -> None:
 def compiled_step(objective: Callable[..., T], graphs: bool = True) -> Callable[..., T]:
     """Return `objective` under torch.compile, with static tensor shapes.
 
-    `graphs` compiles with "reduce-overhead" (CUDA graphs on a GPU; the caller then marks
-    where each step begins). The last, smaller batch of an epoch gets its own graph rather
-    than a dynamic-shape one; the epoch number turns dynamic when it first changes. A run
-    compiles four times, not once per epoch.
+    `graphs` compiles with "reduce-overhead" (CUDA graphs on a GPU), and each call marks
+    where a training step begins. The last, smaller batch of an epoch gets its own graph
+    rather than a dynamic-shape one; the epoch number turns dynamic when it first changes. A
+    run compiles four times, not once per epoch.
     """
 
     def traced(*args: Any) -> T:
@@ -100,6 +100,8 @@ def compiled_step(objective: Callable[..., T], graphs: bool = True) -> Callable[
     compiled = torch.compile(traced, mode="reduce-overhead" if graphs else None)
 
     def step(*args: Any) -> T:
+        if graphs:  # the previous step's graph outputs are consumed: their memory may be reused
+            torch.compiler.cudagraph_mark_step_begin()
         for arg in args:
             if isinstance(arg, torch.Tensor):
                 torch._dynamo.mark_static(arg)

@@ -190,7 +190,6 @@ def fit(
         log.info("%s: resuming from checkpoint after epoch %d", label, start)
 
     step = compile_step(objective, cfg.device) if cfg.compile else objective
-    graphs = cfg.compile and cfg.device.type == "cuda"  # each step says where it begins
     n = len(train)
     data_device = train.x.device  # the training device, or the CPU when the data set streams
     # By type: a split placed on "cuda" reports "cuda:0", which != torch.device("cuda").
@@ -213,8 +212,6 @@ def fit(
                 index = order[begin : begin + optim.batch_size]
                 if len(index) < 2:  # BatchNorm cannot train on a single sample
                     continue
-                if graphs:
-                    torch.compiler.cudagraph_mark_step_begin()
                 inputs, labels = train.x[index], train.y[index]
                 if streamed:
                     inputs = inputs.pin_memory().to(cfg.device, non_blocking=True)
