@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
+import os
 import signal
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
 from kdflow.errors import KdflowError
 
 SIGTERM_EXIT = 128 + signal.SIGTERM
+# Tests set this to a folder: each stage run then writes what it read there (see _traced).
+TRACE_ENV = "KDFLOW_TRACE_DIR"
 
 
 class StageParser(argparse.ArgumentParser):
@@ -50,6 +56,53 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
     raise Terminated
 
 
+def _traced(
+    main: Callable[[argparse.Namespace], None], args: argparse.Namespace, out: Path
+) -> None:
+    """Run main, then write which params keys, repository modules and files it read."""
+    from kdflow.config import trace_params
+
+    root = Path.cwd().resolve()
+    opened: set[str] = set()
+
+    def on_open(event: str, details: tuple[Any, ...]) -> None:
+        if event != "open" or not isinstance(details[0], str | Path):
+            return
+        path, mode, flags = details
+        reading = "r" in mode and "+" not in mode if isinstance(mode, str) else flags & 3 == 0
+        if reading:
+            opened.add(str(details[0]))
+
+    sys.addaudithook(on_open)
+    with trace_params() as params:
+        main(args)
+    modules = {getattr(m, "__file__", None) for m in list(sys.modules.values())}
+    record = {
+        "argv": sys.argv[1:],
+        "params": sorted(params.keys),
+        "modules": _inside(root, {m for m in modules if m}),
+        "read": _inside(root, opened),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    name = hashlib.sha256(json.dumps(record["argv"]).encode()).hexdigest()[:12]
+    (out / f"{Path(sys.argv[0]).stem}-{name}.json").write_text(json.dumps(record, indent=1))
+
+
+def _inside(root: Path, paths: set[str]) -> list[str]:
+    """Return the paths under `root`, relative to it, outside the venv and caches."""
+    inside = set()
+    for path in paths:
+        resolved = Path(path).resolve()
+        if resolved.is_relative_to(root):
+            relative = resolved.relative_to(root).as_posix()
+            if (
+                not relative.startswith((".venv/", ".dvc/", ".git/"))
+                and "__pycache__" not in relative
+            ):
+                inside.add(relative)
+    return sorted(inside)
+
+
 def run_stage(
     stage: str, main: Callable[[argparse.Namespace], None], args: argparse.Namespace
 ) -> int:
@@ -66,8 +119,12 @@ def run_stage(
             lambda record: record.levelno >= logging.WARNING or record.name.split(".")[0] in ours
         )
     signal.signal(signal.SIGTERM, _terminate)
+    trace_dir = os.environ.get(TRACE_ENV)
     try:
-        main(args)
+        if trace_dir:
+            _traced(main, args, Path(trace_dir))
+        else:
+            main(args)
     except KdflowError as exc:
         if args.debug:
             traceback.print_exc()
