@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,9 +19,71 @@ from kdflow.names import METHOD_NAMES, MODEL_NAMES
 DATA_SOURCES = ("mnist1d", "digits", "cifar10", "cifar100", "imagefolder")
 
 
+class ParamsTrace:
+    """The dotted params keys a process read, recorded while `trace_params()` is active.
+
+    DVC reruns a stage exactly when a key it declares changes, so a stage must declare every
+    key it reads and no other; tests run the stages with a trace and compare it to dvc.yaml.
+    """
+
+    def __init__(self) -> None:
+        self.paths: dict[int, str] = {}  # id(section) → its dotted path in params.yaml
+        self.keys: set[str] = set()
+
+    def attach(self, section: BaseModel, path: str = "") -> None:
+        """Remember the dotted path of `section` and of every section nested in it."""
+        self.paths[id(section)] = path
+        for name, field in type(section).model_fields.items():
+            value = object.__getattribute__(section, name)
+            if isinstance(value, BaseModel):
+                key = field.alias or name
+                self.attach(value, f"{path}.{key}" if path else key)
+
+    def record(self, section: BaseModel, key: str) -> None:
+        """Record that `key` (relative to `section`) was read, if the section is traced."""
+        path = self.paths.get(id(section))
+        if path is not None:
+            self.keys.add(".".join(part for part in (path, key) if part))
+
+
+_TRACE: ParamsTrace | None = None
+
+
+@contextlib.contextmanager
+def trace_params() -> Iterator[ParamsTrace]:
+    """Yield a ParamsTrace that records every key read from params loaded inside the block."""
+    global _TRACE
+    previous, _TRACE = _TRACE, ParamsTrace()
+    try:
+        yield _TRACE
+    finally:
+        _TRACE = previous
+
+
 class _Section(BaseModel):
     # A typo'd key must fail loudly instead of silently falling back to a default.
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def __getattribute__(self, name: str) -> Any:
+        value = super().__getattribute__(name)
+        if _TRACE is not None and not name.startswith("_"):
+            fields = type(self).model_fields
+            # A nested section is not a read by itself; what is read from it is.
+            if name in fields and not isinstance(value, BaseModel):
+                _TRACE.record(self, fields[name].alias or name)
+        return value
+
+    def model_dump(self, **kwargs: Any) -> dict[str, Any]:
+        """Return the section as a dict (a read of the whole section when traced)."""
+        if _TRACE is not None and _TRACE.paths.get(id(self)):
+            fields = type(self).model_fields
+            names = set(kwargs.get("include") or fields) - set(kwargs.get("exclude") or ())
+            if names == set(fields):
+                _TRACE.record(self, "")
+            else:
+                for name in sorted(names):
+                    _TRACE.record(self, fields[name].alias or name)
+        return super().model_dump(**kwargs)
 
 
 class DataParams(_Section):
@@ -111,6 +175,47 @@ class McmiParams(_Section):
     optim: OptimParams = OptimParams(epochs=8, batch_size=64, lr=0.001)
 
 
+class FullProtocolParams(_Section):
+    """The full protocol has no knobs; its (empty) section is what its students declare."""
+
+
+class FewshotProtocolParams(_Section):
+    """Few-shot: the stratified fraction of the training split each student sees."""
+
+    fraction: float = Field(0.1, gt=0, le=1)
+
+
+class ZeroshotProtocolParams(_Section):
+    """Omitted classes: removed from the student's training and selection data."""
+
+    omit: list[int] = Field(default_factory=lambda: [9])
+
+    @model_validator(mode="after")
+    def _some_class_omitted(self) -> ZeroshotProtocolParams:
+        if not self.omit:
+            raise ValueError("needs at least one class to omit for the zeroshot protocol")
+        if len(set(self.omit)) != len(self.omit) or any(c < 0 for c in self.omit):
+            raise ValueError(f"omit {self.omit} must list distinct class indices ≥ 0")
+        return self
+
+
+class ProtocolParams(_Section):
+    """Each protocol's knobs in a section of its own, so a student declares only its own."""
+
+    full: FullProtocolParams = FullProtocolParams()
+    fewshot: FewshotProtocolParams = FewshotProtocolParams()
+    zeroshot: ZeroshotProtocolParams = ZeroshotProtocolParams()
+
+
+def _default_method_params() -> dict[str, dict[str, float]]:
+    # One entry per method: a student stage declares `distill.method_params.<its method>`,
+    # and DVC refuses a declared key that params.yaml lacks. DKD's 20-epoch warm-up of 240
+    # is scaled to the default 10 epochs.
+    entries: dict[str, dict[str, float]] = {m: {} for m in METHOD_NAMES if m != "none"}
+    entries["dkd"] = {"warmup": 1}
+    return entries
+
+
 class DistillParams(_Section):
     """The student grid: teachers × methods × protocols × seeds (ALGORITHMS §4–5)."""
 
@@ -121,13 +226,28 @@ class DistillParams(_Section):
         default_factory=lambda: ["full", "fewshot", "zeroshot"]
     )
     seeds: list[int] = Field(default_factory=lambda: [0, 1])
-    fewshot_fraction: float = Field(0.1, gt=0, le=1)
-    omit: list[int] = Field(default_factory=lambda: [9])  # zeroshot: classes the student never sees
+    protocol_params: ProtocolParams = ProtocolParams()
     cache_teacher: bool = True  # reuse teacher outputs across epochs (inputs not augmented)
     # last: the final epoch (the schedule has annealed); best_val_acc: the best validation epoch
     select: Literal["last", "best_val_acc"] = "last"
-    method_params: dict[str, dict[str, float]] = Field(default_factory=dict)
-    optim: OptimParams = OptimParams(epochs=30, batch_size=64, lr=0.05)
+    method_params: dict[str, dict[str, float]] = Field(default_factory=_default_method_params)
+    optim: OptimParams = OptimParams(epochs=10, batch_size=64, lr=0.05)
+
+    def method_settings(self, method: str) -> dict[str, float]:
+        """Return the overrides params.yaml gives `method` ({} keeps its defaults)."""
+        if _TRACE is not None:
+            _TRACE.record(self, f"method_params.{method}")
+        return dict(object.__getattribute__(self, "method_params").get(method, {}))
+
+    @property
+    def fewshot_fraction(self) -> float:
+        """Return the few-shot protocol's training fraction."""
+        return self.protocol_params.fewshot.fraction
+
+    @property
+    def omit(self) -> list[int]:
+        """Return the classes the zeroshot protocol omits."""
+        return self.protocol_params.zeroshot.omit
 
     @model_validator(mode="after")
     def _known_methods(self) -> DistillParams:
@@ -142,10 +262,14 @@ class DistillParams(_Section):
                     f"unknown method(s) {', '.join(map(repr, unknown))} in {where}; "
                     f"known: {', '.join(METHOD_NAMES)}"
                 )
+        missing = [m for m in self.methods if m not in self.method_params]
+        if missing:
+            raise ValueError(
+                f"distill.method_params has no entry for {', '.join(map(repr, missing))}; "
+                f"add `{missing[0]}: {{}}` (an empty entry keeps the method's defaults)"
+            )
         if len(set(self.seeds)) != len(self.seeds) or any(s < 0 for s in self.seeds):
             raise ValueError(f"distill.seeds {self.seeds} must be distinct and ≥ 0")
-        if not self.omit:
-            raise ValueError("distill.omit needs at least one class for the zeroshot protocol")
         return self
 
 
@@ -269,7 +393,10 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise KdflowError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(raw, dict):
         raise KdflowError(f"{path}: expected a mapping of sections at the top level")
-    return parse_params(raw)
+    params = parse_params(raw)
+    if _TRACE is not None:
+        _TRACE.attach(params)
+    return params
 
 
 def params_hash(section: BaseModel | dict[str, Any]) -> str:

@@ -26,8 +26,6 @@ def main(args: argparse.Namespace) -> None:
     cfg = params.distill
     if (args.teacher == "none") != (args.method == "none"):
         raise KdflowError("--teacher none goes with --method none (the no-teacher baseline)")
-    if args.method != "none" and args.method not in cfg.methods:
-        raise KdflowError(f"--method {args.method!r} is not in distill.methods {cfg.methods}")
 
     import torch
 
@@ -41,18 +39,35 @@ def main(args: argparse.Namespace) -> None:
 
     name = run_name(args.teacher, args.method, args.protocol, args.seed)
     stage_name = f"distill@{name}"
+    # Exactly the params keys dvc.yaml declares for this student: a key of another method or
+    # protocol, or the grid's lists, must not change its run key or its model file.
+    protocol_settings = getattr(cfg.protocol_params, args.protocol).model_dump()
+    method_settings = cfg.method_settings(args.method) if args.method != "none" else {}
     section = {
-        "distill": {**cfg.model_dump(), "teacher": args.teacher, "method": args.method},
+        "distill": {
+            "student": cfg.student,
+            "select": cfg.select,
+            "cache_teacher": cfg.cache_teacher,
+            "optim": cfg.optim.model_dump(),
+            "method_params": {args.method: method_settings},
+            "protocol_params": {args.protocol: protocol_settings},
+        },
+        "teacher": args.teacher,
+        "method": args.method,
         "protocol": args.protocol,
         "seed": args.seed,
+        "augment": params.data.augment,
+        "runtime": params.runtime.model_dump(),
     }
+    fraction = protocol_settings.get("fraction", 1.0)
+    omit = protocol_settings.get("omit", [])
     with training_stage(stage_name, params, section) as stage:
         data = stage.data
-        bad = [c for c in cfg.omit if not 0 <= c < data.num_classes]
+        bad = [c for c in omit if not 0 <= c < data.num_classes]
         if bad:
             raise KdflowError(
-                f"distill.omit {bad}: class index out of range; this data has classes "
-                f"0..{data.num_classes - 1}"
+                f"distill.protocol_params.zeroshot.omit {bad}: class index out of range; "
+                f"this data has classes 0..{data.num_classes - 1}"
             )
         method_cls = METHODS.get(args.method)
         teacher = None
@@ -67,8 +82,8 @@ def main(args: argparse.Namespace) -> None:
         index = protocol_indices(
             args.protocol,
             data.train.y,
-            fraction=cfg.fewshot_fraction,
-            omit=cfg.omit,
+            fraction=fraction,
+            omit=omit,
             seed=args.seed,
         )
         train = data.train.subset(index)
@@ -77,13 +92,13 @@ def main(args: argparse.Namespace) -> None:
             train.y,
             data.train.y,
             data.num_classes,
-            fraction=cfg.fewshot_fraction,
-            omit=cfg.omit,
+            fraction=fraction,
+            omit=omit,
         )
         val = data.val
         if args.protocol == "zeroshot":
             # Selection must not see the omitted classes either.
-            omitted = torch.tensor(cfg.omit, device=val.y.device)
+            omitted = torch.tensor(omit, device=val.y.device)
             val = val.subset(torch.nonzero(~torch.isin(val.y, omitted)).squeeze(1))
 
         stage.seed(args.seed)
@@ -104,7 +119,7 @@ def main(args: argparse.Namespace) -> None:
             student_shapes,
             teacher_shapes,
             len(train),
-            **cfg.method_params.get(args.method, {}),
+            **method_settings,
         ).to(stage.device)
         augment = stage.augment()
         cache = None
@@ -140,10 +155,10 @@ def main(args: argparse.Namespace) -> None:
             "subset_checks": len(checks),
         }
         if args.protocol == "zeroshot":
-            omitted = torch.isin(data.test.y, torch.tensor(cfg.omit, device=data.test.y.device))
+            omitted = torch.isin(data.test.y, torch.tensor(omit, device=data.test.y.device))
             preds = predict(students[0], data.test.batch(omitted)).argmax(1)
             extra["omitted_acc"] = float((preds == data.test.y[omitted]).float().mean())
-            extra["omit"] = cfg.omit
+            extra["omit"] = omit
         stage.finish(
             students[0],
             result,

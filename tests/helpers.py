@@ -55,7 +55,7 @@ TINY_PIPELINE: dict[str, Any] = {
         "methods": ["kd"],
         "protocols": ["full", "zeroshot"],
         "seeds": [0],
-        "omit": [9],
+        "protocol_params": {"zeroshot": {"omit": [9]}},
         "optim": {"epochs": 2, "batch_size": 64},
     },
     "assembly": TINY_ASSEMBLY,

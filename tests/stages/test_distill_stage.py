@@ -40,8 +40,7 @@ TINY = {
     "distill": {
         "student": "cnn3",
         "methods": ["kd", "dkd"],
-        "fewshot_fraction": FEWSHOT_FRACTION,
-        "omit": OMIT,
+        "protocol_params": {"fewshot": {"fraction": FEWSHOT_FRACTION}, "zeroshot": {"omit": OMIT}},
         "method_params": {"dkd": {"warmup": 1}},
         "optim": {"epochs": DISTILL_EPOCHS, "batch_size": 64},
     },
@@ -169,9 +168,10 @@ def test_zeroshot_students_report_omitted_class_accuracy(pipeline):
             + ", ".join(METHOD_NAMES),
         ),
         (
-            {"distill": {"omit": [12]}},
+            {"distill": {"protocol_params": {"zeroshot": {"omit": [12]}}}},
             ("none", "none", "zeroshot", 0),
-            "distill.omit [12]: class index out of range; this data has classes 0..9",
+            "distill.protocol_params.zeroshot.omit [12]: class index out of range; "
+            "this data has classes 0..9",
         ),
         (
             {},
