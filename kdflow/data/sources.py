@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kdflow.config import DataParams
+from kdflow.data import SOURCES
 from kdflow.errors import KdflowError
-from kdflow.registry import Registry
 
 RawData = dict[
     str, Any
 ]  # x_train, y_train, x_test, y_test, input_shape, num_classes[, class_names]
-SOURCES: Registry[Callable[[DataParams], RawData]] = Registry("data source")
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 

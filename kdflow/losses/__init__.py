@@ -1,23 +1,38 @@
-"""Distillation methods, registered by name in METHODS when this package is imported."""
+"""Distillation methods by name; importing this package imports neither torch nor any method.
 
-from kdflow.losses import (  # noqa: F401  (imported for their @METHODS.register side effect)
-    at,
-    crd,
-    dkd,
-    dml,
-    fitnet,
-    kd,
-    none,
-    pkt,
-    rkd,
-    sp,
+METHODS declares which module defines each method, so params validate without torch and
+`build_method(name, …)` imports only kdflow.losses.<name> (and what that module imports):
+a student stage's import closure, and so its DVC deps, hold only the method it runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from kdflow.registry import Registry
+
+if TYPE_CHECKING:
+    from kdflow.losses.base import DistillBatch, DistillMethod, OutputShapes, build_method
+
+# Method M lives in kdflow/losses/M.py: dvc.yaml gives a student of M that file as its dep.
+# kdflow/losses/mcmi.py is the MCMI teacher objective, not a distillation method.
+METHODS: Registry[type[DistillMethod]] = Registry(
+    "distillation method",
+    modules={
+        name: f"kdflow.losses.{name}"
+        for name in ("none", "kd", "dkd", "fitnet", "at", "sp", "rkd", "pkt", "crd", "dml")
+    },
 )
-from kdflow.losses.base import (
-    METHODS,
-    DistillBatch,
-    DistillMethod,
-    OutputShapes,
-    build_method,
-)
+
+_FROM_BASE = ("DistillBatch", "DistillMethod", "OutputShapes", "build_method")
+
+
+def __getattr__(name: str) -> Any:
+    # Loaded on first use, so `import kdflow.losses` stays free of torch.
+    if name in _FROM_BASE:
+        return getattr(importlib.import_module("kdflow.losses.base"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["METHODS", "DistillBatch", "DistillMethod", "OutputShapes", "build_method"]

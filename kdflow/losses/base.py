@@ -1,4 +1,4 @@
-"""The distillation-method interface and its registry (ALGORITHMS.md §4, STYLE.md).
+"""The distillation-method interface (ALGORITHMS.md §4, STYLE.md); METHODS is in kdflow.losses.
 
 A method receives the outputs of the student(s) and the teacher for one batch and
 returns a dict of named, already-weighted loss terms; the trainer sums the values
@@ -13,11 +13,9 @@ from typing import ClassVar
 from torch import Tensor, nn
 
 from kdflow.errors import KdflowError
+from kdflow.losses import METHODS
 from kdflow.losses.functional import cross_entropy, softened_kl
 from kdflow.models.base import ModelOutput
-from kdflow.registry import Registry
-
-METHODS: Registry[type[DistillMethod]] = Registry("distillation method")
 
 # Weights of the standard CIFAR benchmark code for logit KD, alone or under a feature term.
 LOGIT_KD_DEFAULTS: dict[str, float] = {"gamma": 0.1, "alpha": 0.9, "temperature": 4.0}

@@ -27,9 +27,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdflow.errors import KdflowError
+from kdflow.losses import METHODS
 from kdflow.losses.base import (
     LOGIT_KD_DEFAULTS,
-    METHODS,
     DistillBatch,
     FeatureDistillMethod,
     OutputShapes,

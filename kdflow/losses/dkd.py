@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kdflow.losses.base import METHODS, DistillBatch, DistillMethod
+from kdflow.losses import METHODS
+from kdflow.losses.base import DistillBatch, DistillMethod
 from kdflow.losses.functional import cross_entropy, kl_divergence
 
 # Subtracted from the target logit (after dividing by T) to drop it from the non-target softmax.

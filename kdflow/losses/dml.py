@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from kdflow.losses.base import METHODS, DistillBatch, DistillMethod
+from kdflow.losses import METHODS
+from kdflow.losses.base import DistillBatch, DistillMethod
 from kdflow.losses.functional import cross_entropy, kl_divergence
 
 

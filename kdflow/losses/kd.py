@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from kdflow.losses import METHODS
 from kdflow.losses.base import (
     LOGIT_KD_DEFAULTS,
-    METHODS,
     DistillBatch,
     DistillMethod,
     logit_kd_terms,

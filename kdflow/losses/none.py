@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from kdflow.losses.base import METHODS, DistillBatch, DistillMethod
+from kdflow.losses import METHODS
+from kdflow.losses.base import DistillBatch, DistillMethod
 from kdflow.losses.functional import cross_entropy
 
 

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kdflow.losses.base import LOGIT_KD_DEFAULTS, METHODS, DistillBatch, FeatureDistillMethod
+from kdflow.losses import METHODS
+from kdflow.losses.base import LOGIT_KD_DEFAULTS, DistillBatch, FeatureDistillMethod
 
 DISTANCE_FLOOR = 1e-12  # squared distances are clamped here so sqrt keeps a finite gradient
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from kdflow.losses.base import LOGIT_KD_DEFAULTS, METHODS, DistillBatch, FeatureDistillMethod
+from kdflow.losses import METHODS
+from kdflow.losses.base import LOGIT_KD_DEFAULTS, DistillBatch, FeatureDistillMethod
 
 
 def similarity_matrix(features: Tensor) -> Tensor:
