@@ -6,8 +6,7 @@ import numpy as np
 import torch
 
 from kdflow.errors import KdflowError
-
-PROTOCOLS = ("full", "fewshot", "zeroshot")
+from kdflow.train.grid import PROTOCOLS
 
 
 def fewshot_indices(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
