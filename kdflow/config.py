@@ -6,17 +6,34 @@ import contextlib
 import difflib
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from kdflow.data import LOCAL_SOURCES, SOURCES
 from kdflow.errors import KdflowError
-from kdflow.names import METHOD_NAMES, MODEL_NAMES
+from kdflow.losses import METHODS
+from kdflow.models import MODELS
+from kdflow.train.grid import PROTOCOLS, TEACHERS
 
-DATA_SOURCES = ("mnist1d", "digits", "cifar10", "cifar100", "imagefolder")
+
+def _one_of(kind: str, names: Sequence[str]) -> AfterValidator:
+    """Return a validator that accepts only `names` and lists them for any other value."""
+
+    def check(value: str) -> str:
+        if value not in names:
+            raise ValueError(f"not a known {kind}; known: {', '.join(names)}")
+        return value
+
+    return AfterValidator(check)
+
+
+SourceName = Annotated[str, _one_of("data source", SOURCES.names())]
+TeacherKind = Annotated[str, _one_of("teacher", TEACHERS)]
+ProtocolName = Annotated[str, _one_of("protocol", PROTOCOLS)]
 
 
 class ParamsTrace:
@@ -89,7 +106,7 @@ class _Section(BaseModel):
 class DataParams(_Section):
     """Where the data comes from and how it is split."""
 
-    source: Literal["mnist1d", "digits", "cifar10", "cifar100", "imagefolder"] = "mnist1d"
+    source: SourceName = "mnist1d"
     path: str | None = None  # local folder for cifar10/cifar100/imagefolder
     seed: int = Field(0, ge=0)
     num_samples: int = Field(5000, ge=100)  # mnist1d: samples generated (80% train, 20% test)
@@ -101,7 +118,7 @@ class DataParams(_Section):
 
     @model_validator(mode="after")
     def _path_for_local_sources(self) -> DataParams:
-        if self.source in ("cifar10", "cifar100", "imagefolder") and not self.path:
+        if self.source in LOCAL_SOURCES and not self.path:
             raise ValueError(f"data.source {self.source!r} needs data.path (a local folder)")
         return self
 
@@ -159,8 +176,9 @@ class TeacherParams(_Section):
 
 
 def _check_model_name(key: str, name: str) -> None:
-    if name not in MODEL_NAMES:
-        raise ValueError(f"{key} {name!r} is not a known model; known: {', '.join(MODEL_NAMES)}")
+    if name not in MODELS:
+        known = ", ".join(MODELS.names())
+        raise ValueError(f"{key} {name!r} is not a known model; known: {known}")
 
 
 class McmiParams(_Section):
@@ -211,7 +229,7 @@ def _default_method_params() -> dict[str, dict[str, float]]:
     # One entry per method: a student stage declares `distill.method_params.<its method>`,
     # and DVC refuses a declared key that params.yaml lacks. DKD's 20-epoch warm-up of 240
     # is scaled to the default 10 epochs.
-    entries: dict[str, dict[str, float]] = {m: {} for m in METHOD_NAMES if m != "none"}
+    entries: dict[str, dict[str, float]] = {m: {} for m in METHODS.names() if m != "none"}
     entries["dkd"] = {"warmup": 1}
     return entries
 
@@ -220,11 +238,9 @@ class DistillParams(_Section):
     """The student grid: teachers × methods × protocols × seeds (ALGORITHMS §4–5)."""
 
     student: str = "cnn3"
-    teachers: list[Literal["mll", "mcmi"]] = Field(default_factory=lambda: ["mll", "mcmi"])
+    teachers: list[TeacherKind] = Field(default_factory=lambda: list(TEACHERS))
     methods: list[str] = Field(default_factory=lambda: ["kd", "dkd", "pkt"])
-    protocols: list[Literal["full", "fewshot", "zeroshot"]] = Field(
-        default_factory=lambda: ["full", "fewshot", "zeroshot"]
-    )
+    protocols: list[ProtocolName] = Field(default_factory=lambda: list(PROTOCOLS))
     seeds: list[int] = Field(default_factory=lambda: [0, 1])
     protocol_params: ProtocolParams = ProtocolParams()
     cache_teacher: bool = True  # reuse teacher outputs across epochs (inputs not augmented)
@@ -256,11 +272,11 @@ class DistillParams(_Section):
             ("distill.methods", self.methods),
             ("distill.method_params", list(self.method_params)),
         ):
-            unknown = [n for n in names if n not in METHOD_NAMES]
+            unknown = [n for n in names if n not in METHODS]
             if unknown:
                 raise ValueError(
                     f"unknown method(s) {', '.join(map(repr, unknown))} in {where}; "
-                    f"known: {', '.join(METHOD_NAMES)}"
+                    f"known: {', '.join(METHODS.names())}"
                 )
         missing = [m for m in self.methods if m not in self.method_params]
         if missing:

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from kdflow.config import DATA_SOURCES, Params, load_params, params_hash
+from kdflow.config import Params, load_params, params_hash
+from kdflow.data import SOURCES
 from kdflow.errors import KdflowError
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -55,7 +56,7 @@ def test_repo_params_yaml_parses():
     params = load_params(REPO_PARAMS)
 
     raw = yaml.safe_load(REPO_PARAMS.read_text())
-    assert params.data.source in DATA_SOURCES
+    assert params.data.source in SOURCES
     assert params.data.source == raw["data"]["source"]
     assert params.data.num_samples == raw["data"]["num_samples"]
     assert 0 < params.data.val_fraction < 1
@@ -72,7 +73,22 @@ def test_full_params_round_trip_through_the_model(tmp_path, full_params):
     ("key", "value", "fragments"),
     [
         ("teacher.optim.lr", -0.1, ["teacher.optim.lr = -0.1", "greater than 0"]),
-        ("data.source", "svhn", ["data.source = 'svhn'", "'mnist1d'", "'imagefolder'"]),
+        (
+            "data.source",
+            "svhn",
+            ["data.source = 'svhn' is invalid: not a known data source; known: mnist1d, digits"],
+        ),
+        (
+            "distill.teachers",
+            ["mll", "tutor"],
+            ["distill.teachers.1 = 'tutor' is invalid: not a known teacher; known: mll, mcmi"],
+        ),
+        (
+            "distill.protocols",
+            ["oneshot"],
+            ["distill.protocols.0 = 'oneshot'", "not a known protocol; known: full, fewshot"],
+        ),
+        ("teacher.model", "resnet21", ["'resnet21' is not a known model; known: cnn3, mlp"]),
         ("data.val_fraction", 0, ["data.val_fraction = 0 ", "greater than 0"]),
         ("data.val_fraction", 1.5, ["data.val_fraction = 1.5 ", "less than 1"]),
         ("data.num_samples", 10, ["data.num_samples = 10 ", "greater than or equal to 100"]),

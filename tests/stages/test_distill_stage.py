@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import torch
 
-from kdflow.names import METHOD_NAMES
+from kdflow.losses import METHODS
 from kdflow.train.checkpoint import load_model
 from tests.helpers import StageProcesses
 from tests.helpers import set_params as _set_params
@@ -165,7 +165,7 @@ def test_zeroshot_students_report_omitted_class_accuracy(pipeline):
             {"distill": {"methods": ["kd", "foo"]}},
             ("mll", "kd", "full", 0),
             "params: distill: unknown method(s) 'foo' in distill.methods; known: "
-            + ", ".join(METHOD_NAMES),
+            + ", ".join(METHODS.names()),
         ),
         (
             {"distill": {"protocol_params": {"zeroshot": {"omit": [12]}}}},
