@@ -60,7 +60,8 @@ class ParamsTrace:
         """Record that `key` (relative to `section`) was read, if the section is traced."""
         path = self.paths.get(id(section))
         if path is not None:
-            self.keys.add(".".join(part for part in (path, key) if part))
+            # The whole params file read at once (its root dumped) is recorded as "*".
+            self.keys.add(".".join(part for part in (path, key) if part) or "*")
 
 
 _TRACE: ParamsTrace | None = None
@@ -92,7 +93,7 @@ class _Section(BaseModel):
 
     def model_dump(self, **kwargs: Any) -> dict[str, Any]:
         """Return the section as a dict (a read of the whole section when traced)."""
-        if _TRACE is not None and _TRACE.paths.get(id(self)):
+        if _TRACE is not None and id(self) in _TRACE.paths:
             fields = type(self).model_fields
             names = set(kwargs.get("include") or fields) - set(kwargs.get("exclude") or ())
             if names == set(fields):
@@ -335,15 +336,21 @@ class AssemblyParams(_Section):
             )
         return self
 
+    def dma_epoch_budget(self) -> int:
+        """Return DMA's total epochs: the meta model, K incubations and the fine-tune."""
+        return self.meta.epochs + len(self.modules) * self.incubate.epochs + self.finetune.epochs
+
+    def m2m_epoch_budget(self) -> int:
+        """Return m2mKD's total epochs: K module pairs and the assembled fine-tune."""
+        return len(self.modules) * self.m2m.epochs + self.m2m_finetune.epochs
+
     def dma_e2e_optim(self) -> OptimParams:
-        """Return the DMA baseline's optimiser: the epochs of meta + K incubations + fine-tune."""
-        epochs = self.meta.epochs + len(self.modules) * self.incubate.epochs
-        return self.e2e.with_epochs(epochs + self.finetune.epochs)
+        """Return the DMA baseline's optimiser: e2e settings for DMA's epoch budget."""
+        return self.e2e.with_epochs(self.dma_epoch_budget())
 
     def m2m_e2e_optim(self) -> OptimParams:
-        """Return the m2mKD baseline's optimiser: the epochs of K pairs + the assembled run."""
-        epochs = len(self.modules) * self.m2m.epochs + self.m2m_finetune.epochs
-        return self.e2e.with_epochs(epochs)
+        """Return the m2mKD baseline's optimiser: e2e settings for m2mKD's epoch budget."""
+        return self.e2e.with_epochs(self.m2m_epoch_budget())
 
 
 class Params(_Section):
@@ -417,6 +424,11 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 def params_hash(section: BaseModel | dict[str, Any]) -> str:
     """Return a short sha256 of the canonical JSON of a params section."""
-    data = section.model_dump(by_alias=True) if isinstance(section, BaseModel) else section
+    # A fingerprint for tags and run keys: it bypasses the read trace, because a hash logged
+    # beside a run is not an input of the stage's outputs (what a stage hashes into its
+    # outputs it reads, and is traced, explicitly).
+    data = (
+        BaseModel.model_dump(section, by_alias=True) if isinstance(section, BaseModel) else section
+    )
     blob = json.dumps(data, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

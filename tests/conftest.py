@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from stages._cli import TRACE_ENV
 from tests.helpers import TINY_PIPELINE, copy_repo, git, run_in_pipeline, set_params
 
 VENV_BIN = Path(sys.executable).parent  # the venv running pytest; stage commands say `python`
@@ -79,6 +80,15 @@ def tiny_pipeline(
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "tiny pipeline")
     shutil.copyfile(mlflow_template_db, repo / "mlflow.db")  # git-ignored, schema in place
-    done = run_in_pipeline(repo, [str(VENV_BIN / "dvc"), "repro"], timeout=900)
+    # Each stage records what it read (stages/_cli.py); tests/dvc compares that to dvc.yaml.
+    traces = repo.parent / "traces"
+    done = run_in_pipeline(
+        repo, [str(VENV_BIN / "dvc"), "repro"], timeout=900, env={TRACE_ENV: str(traces)}
+    )
     assert done.returncode == 0, f"dvc repro failed:\n{done.stdout}\n{done.stderr}"
-    return {"repo": repo, "commit": git(repo, "rev-parse", "HEAD"), "repro": done}
+    return {
+        "repo": repo,
+        "commit": git(repo, "rev-parse", "HEAD"),
+        "repro": done,
+        "traces": traces,
+    }

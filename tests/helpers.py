@@ -75,13 +75,20 @@ def pipeline_env(repo: Path) -> dict[str, str]:
 
 
 def run_in_pipeline(
-    repo: Path, command: list[str], cwd: Path | None = None, timeout: float = 600
+    repo: Path,
+    command: list[str],
+    cwd: Path | None = None,
+    timeout: float = 600,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run `command` (in `cwd`, default `repo`) with repo's pipeline environment; capture output."""
+    """Run `command` (in `cwd`, default `repo`) with repo's pipeline environment; capture output.
+
+    `env` adds variables to that environment.
+    """
     return subprocess.run(
         command,
         cwd=cwd or repo,
-        env=pipeline_env(repo),
+        env=pipeline_env(repo) | (env or {}),
         capture_output=True,
         text=True,
         timeout=timeout,

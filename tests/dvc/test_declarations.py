@@ -1,0 +1,152 @@
+"""dvc.yaml declares exactly what each stage reads: its params keys, code and data.
+
+The shared tiny pipeline (tests/conftest.py) runs every stage with KDFLOW_TRACE_DIR set, so
+each stage process records the params keys it read, the repository modules it imported and
+the files it opened (stages/_cli.py). Here those records meet the stages' entries in the
+pipeline's dvc.lock, where DVC wrote down what dvc.yaml declares for each expanded stage.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.helpers import REPO
+
+# Where runs are logged, not an input of any output: no stage declares these.
+UNDECLARED_PARAMS = ("tracking.",)
+CODE_ROOTS = ("kdflow", "stages")
+
+
+def _covers(declared: str, key: str) -> bool:
+    return key == declared or key.startswith(f"{declared}.") or declared == "*"
+
+
+def _path_covers(declared: str, path: str) -> bool:
+    return path == declared or path.startswith(f"{declared.rstrip('/')}/")
+
+
+def _is_code(path: str) -> bool:
+    return path.split("/")[0] in CODE_ROOTS
+
+
+def _code_files(repo: Path, declared: str) -> set[str]:
+    """Return the Python files a declared code dep (a file or a folder) stands for."""
+    target = repo / declared
+    if target.is_file():
+        return {declared}
+    return {p.relative_to(repo).as_posix() for p in target.rglob("*.py")}
+
+
+@pytest.fixture(scope="module")
+def stages(tiny_pipeline: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Return each locked stage with the trace of the process that ran it."""
+    repo: Path = tiny_pipeline["repo"]
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    traces = {}
+    for path in tiny_pipeline["traces"].glob("*.json"):
+        record = json.loads(path.read_text())
+        module = path.stem.rsplit("-", 1)[0]
+        traces[" ".join(["python", "-m", f"stages.{module}", *record["argv"]])] = record
+    found = {}
+    for name, entry in lock.items():
+        assert entry["cmd"] in traces, f"{name}: no trace of `{entry['cmd']}`"
+        found[name] = {"lock": entry, "trace": traces[entry["cmd"]]}
+    return found
+
+
+def test_every_stage_of_the_pipeline_ran_traced(stages: dict[str, dict[str, Any]]) -> None:
+    kinds = {name.split("@")[0] for name in stages}
+    dvc_yaml = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert kinds == set(dvc_yaml)
+
+
+def test_each_stage_declares_exactly_the_params_keys_it_reads(
+    stages: dict[str, dict[str, Any]],
+) -> None:
+    problems = []
+    for name, stage in stages.items():
+        declared = list(stage["lock"].get("params", {}).get("params.yaml", {}))
+        read = [k for k in stage["trace"]["params"] if not k.startswith(UNDECLARED_PARAMS)]
+        undeclared = [k for k in read if not any(_covers(d, k) for d in declared)]
+        unread = [d for d in declared if not any(_covers(d, k) for k in read)]
+        if undeclared:
+            problems.append(f"{name} reads undeclared params {undeclared}")
+        if unread:
+            problems.append(f"{name} declares params it never reads {unread}")
+    assert problems == []
+
+
+def test_each_stage_declares_exactly_the_code_it_imports(
+    stages: dict[str, dict[str, Any]], tiny_pipeline: dict[str, Any]
+) -> None:
+    repo: Path = tiny_pipeline["repo"]
+    problems = []
+    for name, stage in stages.items():
+        deps = [d["path"] for d in stage["lock"].get("deps", [])]
+        declared = set().union(*(_code_files(repo, d) for d in deps if _is_code(d)))
+        imported = {m for m in stage["trace"]["modules"] if _is_code(m)}
+        if imported - declared:
+            problems.append(f"{name} imports undeclared {sorted(imported - declared)}")
+        if declared - imported:
+            problems.append(f"{name} declares code it never imports {sorted(declared - imported)}")
+    assert problems == []
+
+
+def test_each_stage_declares_exactly_the_data_it_reads(
+    stages: dict[str, dict[str, Any]],
+) -> None:
+    problems = []
+    for name, stage in stages.items():
+        deps = [d["path"] for d in stage["lock"].get("deps", []) if not _is_code(d["path"])]
+        outs = [o["path"] for o in stage["lock"].get("outs", [])]
+        read = [
+            path
+            for path in stage["trace"]["read"]
+            if not path.endswith(".py")
+            and path != "params.yaml"  # declared key by key, checked above
+            and not any(part.startswith(".") for part in path.split("/"))  # staging temp files
+            and not path.startswith("checkpoints/")  # the stage's own resume state
+            and not any(_path_covers(o, path) for o in outs)  # read back for MLflow
+        ]
+        undeclared = [p for p in read if not any(_path_covers(d, p) for d in deps)]
+        unread = [d for d in deps if not any(_path_covers(d, p) for p in read)]
+        if undeclared:
+            problems.append(f"{name} reads undeclared {undeclared}")
+        if unread:
+            problems.append(f"{name} declares data it never reads {unread}")
+    assert problems == []
+
+
+def _imported_loss_files(method: str) -> subprocess.Popen[str]:
+    script = (
+        "import json, sys\n"
+        "from kdflow.losses import METHODS\n"
+        f"METHODS.get({method!r})\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('kdflow.losses.'))))\n"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+
+
+def test_a_student_imports_its_own_method_and_the_shared_loss_files_only() -> None:
+    # dvc.yaml gives each student `kdflow/losses/${item.method}.py` plus the shared files, so
+    # a method may import no other method's file; the tiny pipeline only runs kd, so every
+    # method is checked here in a process of its own.
+    from kdflow.losses import METHODS
+
+    distill = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["distill"]
+    shared = {d for d in distill["deps"] if d.startswith("kdflow/losses/") and "${" not in d}
+    procs = {m: _imported_loss_files(m) for m in METHODS.names() if m != "none"}
+    for method, proc in procs.items():
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, method
+        files = {f"{m.replace('.', '/')}.py" for m in json.loads(out)}
+        assert files - shared == {f"kdflow/losses/{method}.py"}, method
