@@ -186,7 +186,11 @@ class McmiParams(_Section):
     """The MCMI fine-tune of the MLL teacher (ALGORITHMS §3)."""
 
     lam: float = Field(0.5, alias="lambda", ge=0)
-    centroid_split: Literal["train", "val"] = "val"
+    # Where the class centroids Q come from: the training split (the paper's way), or a
+    # stratified holdout_fraction of it that the fine-tune then leaves out. Never the
+    # validation split: it selects the checkpoint, so its labels stay out of the objective.
+    centroid_split: Literal["train", "holdout"] = "train"
+    holdout_fraction: float = Field(0.1, gt=0, lt=1)
     centroid_floor: float = Field(1e-4, ge=0, lt=1)
     centroid_refresh: Literal["never", "epoch"] = "never"
     select: Literal["cmi_within_acc", "best_acc"] = "cmi_within_acc"

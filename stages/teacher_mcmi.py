@@ -22,7 +22,11 @@ def main(args: argparse.Namespace) -> None:
     params = load_params(args.params)
     from kdflow.io import sha256_file
     from kdflow.train.checkpoint import data_expectations, load_model
-    from kdflow.train.teacher import McmiObjective, cmi_within_accuracy, compute_centroids
+    from kdflow.train.teacher import (
+        build_mcmi_objective,
+        cmi_within_accuracy,
+        compute_centroids,
+    )
     from kdflow.train.trainer import best_val_accuracy, evaluate, fit
     from stages._train import training_stage
 
@@ -37,16 +41,13 @@ def main(args: argparse.Namespace) -> None:
             device=stage.device,
         )
         start = evaluate(model, data.val, data.num_classes)
-        objective = McmiObjective(
-            compute_centroids(model, data.split(mcmi.centroid_split), data.num_classes),
-            mcmi.lam,
-            mcmi.centroid_floor,
+        objective, centroid_split, train = build_mcmi_objective(
+            model, data, mcmi, params.teacher.seed
         )
 
         def refresh_centroids(epoch: int) -> None:
             if mcmi.centroid_refresh == "epoch" and epoch > 0:
-                split = data.split(mcmi.centroid_split)
-                objective.centroids = compute_centroids(model, split, data.num_classes)
+                objective.centroids = compute_centroids(model, centroid_split, data.num_classes)
 
         select = (
             cmi_within_accuracy(start["acc"], mcmi.max_acc_drop)
@@ -57,7 +58,7 @@ def main(args: argparse.Namespace) -> None:
         result = fit(
             model,
             objective,
-            data.train,
+            train,
             data.val,
             stage.fit_config(mcmi.optim, params.teacher.seed, key),
             num_classes=data.num_classes,

@@ -7,11 +7,14 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationError
 
-from kdflow.data.tensors import Split
+from kdflow.config import McmiParams
+from kdflow.data.tensors import PreparedData, Split
 from kdflow.models import build_model
 from kdflow.train.teacher import (
     McmiObjective,
+    build_mcmi_objective,
     cmi_within_accuracy,
     compute_centroids,
     cross_entropy_objective,
@@ -102,3 +105,51 @@ def test_compute_centroids_are_class_means_of_softmax():
         mean = probs[y == c].mean(dim=0)
         assert torch.allclose(centroids[c], mean / mean.sum(), atol=1e-6)
     assert torch.allclose(centroids.sum(dim=1), torch.ones(5), atol=1e-6)
+
+
+def _prepared(seed: int = 0) -> PreparedData:
+    generator = torch.Generator().manual_seed(seed)
+
+    def split(n: int, offset: int) -> Split:
+        x = torch.randn(n, 1, 12, generator=generator)
+        y = torch.arange(n) % 5
+        return Split(x, y, torch.arange(offset, offset + n))
+
+    return PreparedData(split(60, 0), split(20, 60), split(20, 80), {"num_classes": 5})
+
+
+def _training_loss(objective: McmiObjective, model: torch.nn.Module, train: Split) -> float:
+    x, y = train.batch(slice(None)), train.y
+    _, terms = objective(model, x, y, torch.arange(len(y)), 0)
+    return float(sum(t.detach() for t in terms.values()))
+
+
+@pytest.mark.parametrize("source", ["train", "holdout"])
+def test_validation_labels_do_not_enter_the_mcmi_objective(source: str) -> None:
+    torch.manual_seed(0)
+    model = build_model("mlp", (1, 12), 5).eval()
+    params = McmiParams(centroid_split=source, holdout_fraction=0.2)
+    data = _prepared()
+    relabelled = PreparedData(
+        data.train, Split(data.val.x, (data.val.y + 1) % 5, data.val.ids), data.test, data.meta
+    )
+
+    objective, centroid_split, train = build_mcmi_objective(model, data, params, seed=0)
+    other, _, other_train = build_mcmi_objective(model, relabelled, params, seed=0)
+
+    assert torch.equal(objective.centroids, other.centroids)
+    assert torch.equal(train.ids, other_train.ids)
+    assert _training_loss(objective, model, train) == _training_loss(other, model, other_train)
+    # The centroids come from training rows only, and a holdout slice is left out of training.
+    assert set(centroid_split.ids.tolist()) <= set(data.train.ids.tolist())
+    if source == "holdout":
+        assert not set(centroid_split.ids.tolist()) & set(train.ids.tolist())
+        assert len(centroid_split) + len(train) == len(data.train)
+        assert sorted(torch.bincount(centroid_split.y).tolist()) == [2, 2, 2, 2, 2]
+    else:
+        assert torch.equal(train.ids, data.train.ids)
+
+
+def test_the_validation_split_is_no_centroid_source() -> None:
+    with pytest.raises(ValidationError):
+        McmiParams(centroid_split="val")
