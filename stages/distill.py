@@ -10,6 +10,8 @@ from pathlib import Path
 
 from kdflow.config import load_params
 from kdflow.errors import KdflowError
+from kdflow.losses import METHODS
+from kdflow.train.grid import NO_TEACHER, PROTOCOLS, TEACHERS
 from stages._cli import run_stage, stage_parser
 
 log = logging.getLogger(__name__)
@@ -24,7 +26,7 @@ def main(args: argparse.Namespace) -> None:
     """Train the student named by the arguments and write its model and metrics."""
     params = load_params(args.params)
     cfg = params.distill
-    if (args.teacher == "none") != (args.method == "none"):
+    if (args.teacher == NO_TEACHER) != (args.method == "none"):
         raise KdflowError("--teacher none goes with --method none (the no-teacher baseline)")
 
     import torch
@@ -175,8 +177,18 @@ def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = stage_parser("distill", __doc__ or "")
-    parser.add_argument("--teacher", required=True, choices=["mll", "mcmi", "none"])
-    parser.add_argument("--method", required=True, help="a registered method, or none")
-    parser.add_argument("--protocol", required=True, choices=["full", "fewshot", "zeroshot"])
-    parser.add_argument("--seed", required=True, type=int)
+    parser.add_argument(
+        "--teacher",
+        required=True,
+        choices=[*TEACHERS, NO_TEACHER],
+        help=f"the teacher to learn from, or {NO_TEACHER} for the no-teacher baseline",
+    )
+    parser.add_argument(
+        "--method",
+        required=True,
+        choices=METHODS.names(),
+        help="a registered distillation method (none: the no-teacher baseline)",
+    )
+    parser.add_argument("--protocol", required=True, choices=PROTOCOLS, help="training protocol")
+    parser.add_argument("--seed", required=True, type=int, help="seed of the subset and the init")
     sys.exit(run_stage("distill", main, parser.parse_args()))

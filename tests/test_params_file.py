@@ -59,3 +59,10 @@ def test_trace_records_leaf_reads_and_whole_sections() -> None:
     # Outside the block nothing is recorded, and params loaded there are not traced.
     load_params(REPO_PARAMS).teacher.model  # noqa: B018
     assert "teacher.model" not in trace.keys
+
+
+def test_each_protocol_has_its_own_params_section() -> None:
+    from kdflow.config import ProtocolParams
+    from kdflow.train.grid import PROTOCOLS
+
+    assert list(ProtocolParams.model_fields) == list(PROTOCOLS)
