@@ -16,6 +16,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from kdflow.errors import KdflowError
+from kdflow.io import as_write_error, write_error_message
 
 SIGTERM_EXIT = 128 + signal.SIGTERM
 # Tests set this to a folder: each stage run then writes what it read there (see _traced).
@@ -93,7 +94,8 @@ def _inside(root: Path, paths: set[str]) -> list[str]:
     inside = set()
     for path in paths:
         resolved = Path(path).resolve()
-        if resolved.is_relative_to(root):
+        # Some libraries name modules after made-up relative files; only real files count.
+        if resolved.is_relative_to(root) and resolved.is_file():
             relative = resolved.relative_to(root).as_posix()
             if (
                 not relative.startswith((".venv/", ".dvc/", ".git/"))
@@ -129,6 +131,14 @@ def run_stage(
         if args.debug:
             traceback.print_exc()
         print(f"kdflow {stage}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # A write outside staged outputs (checkpoint, MLflow store) the filesystem refused.
+        if as_write_error(exc) is None:
+            raise
+        if args.debug:
+            traceback.print_exc()
+        print(f"kdflow {stage}: error: {write_error_message(exc)}", file=sys.stderr)
         return 2
     except Terminated:
         print(

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 from kdflow.config import load_params
-from kdflow.io import write_json
 from stages._cli import run_stage, stage_parser
 
 OUT_DIR = Path("data/prepared")
@@ -21,21 +20,25 @@ def main(args: argparse.Namespace) -> None:
     """Prepare the configured data source and log the result to MLflow."""
     params = load_params(args.params)
     from kdflow.data.prepare import prepare
+    from kdflow.io import json_text, run_record_path, staged_outputs
     from kdflow.tracking import flatten, stage_run
 
     started = time.perf_counter()
     with stage_run("prepare", params) as run:
-        meta = prepare(params.data, OUT_DIR)
-        metrics = {
-            "rows": meta["rows"],
-            "class_counts": meta["class_counts"],
-            "validation": meta["validation"],
-            "seconds": round(time.perf_counter() - started, 2),
-            "mlflow_run_id": run.run_id,
-        }
-        write_json(METRICS, metrics)
+        # The tables, meta.json, validation.json and the metrics appear together or not at all.
+        with staged_outputs() as out:
+            meta = prepare(params.data, OUT_DIR, out)
+            metrics = {
+                "rows": meta["rows"],
+                "class_counts": meta["class_counts"],
+                "validation": meta["validation"],
+            }
+            out.path(METRICS).write_text(json_text(metrics))
+            seconds = round(time.perf_counter() - started, 2)
+            record = {"stage": "prepare", "mlflow_run_id": run.run_id, "seconds": seconds}
+            out.path(run_record_path("prepare")).write_text(json_text(record))
         run.log_params(flatten(params.data.model_dump(), "data."))
-        run.log_metrics({f"rows_{s}": n for s, n in meta["rows"].items()})
+        run.log_metrics({f"rows_{s}": n for s, n in meta["rows"].items()} | {"seconds": seconds})
         run.set_tags({f"kdflow.output.{s}": h for s, h in meta["hashes"].items()})
         run.set_tags({"kdflow.validation": meta["validation"]})
         run.log_artifact(OUT_DIR / "validation.json", "validation")
@@ -45,7 +48,7 @@ def main(args: argparse.Namespace) -> None:
         params.data.source,
         "/".join(str(meta["rows"][s]) for s in ("train", "val", "test")),
         OUT_DIR,
-        metrics["seconds"],
+        seconds,
     )
 
 

@@ -1,4 +1,4 @@
-"""Atomic writes: a failed body leaves the old target byte-identical and no temp files."""
+"""Staged writes: a stage's outputs appear together or not at all, and stable JSON."""
 
 from __future__ import annotations
 
@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from kdflow.io import atomic_dir, atomic_path, sha256_file, write_json
+from kdflow.errors import KdflowError
+from kdflow.io import (
+    OutputWriteError,
+    atomic_path,
+    json_text,
+    sha256_file,
+    staged_outputs,
+    write_error_message,
+    write_json,
+)
 
 
 def _umask() -> int:
@@ -62,12 +71,13 @@ def test_atomic_path_failure_without_an_old_file_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_atomic_dir_replaces_the_whole_folder(tmp_path):
+def test_staged_folder_replaces_the_whole_folder(tmp_path):
     target = tmp_path / "prepared"
     target.mkdir()
     (target / "stale.parquet").write_bytes(b"old")
 
-    with atomic_dir(target) as tmp:
+    with staged_outputs() as out:
+        tmp = out.dir(target)
         assert tmp.is_dir() and list(tmp.iterdir()) == []
         (tmp / "train.parquet").write_bytes(b"train")
         (tmp / "sub").mkdir()
@@ -78,27 +88,142 @@ def test_atomic_dir_replaces_the_whole_folder(tmp_path):
     assert list(tmp_path.iterdir()) == [target]  # no temp or old folder left
 
 
-def test_atomic_dir_failure_keeps_the_old_folder_byte_identical(tmp_path):
-    target = tmp_path / "prepared"
-    target.mkdir()
-    (target / "train.parquet").write_bytes(b"\x00\x01old table")
-    (target / "meta.json").write_text('{"rows": 3}')
-    before = _tree(target)
+def _outputs(root: Path) -> tuple[Path, Path, Path]:
+    """Return an old folder, metrics file and model file under root (a stage's outputs)."""
+    folder, metrics, model = root / "data" / "prepared", root / "metrics.json", root / "m.pt"
+    folder.mkdir(parents=True)
+    (folder / "train.parquet").write_bytes(b"\x00\x01old table")
+    (folder / "meta.json").write_text('{"rows": 3}')
+    metrics.write_text('{"acc": 0.9}\n')
+    model.write_bytes(b"old weights")
+    return folder, metrics, model
 
-    with pytest.raises(ValueError, match="validation failed"), atomic_dir(target) as tmp:
+
+def _all_files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_staged_outputs_appear_together(tmp_path):
+    folder, metrics, model = _outputs(tmp_path)
+
+    with staged_outputs() as out:
+        (out.dir(folder) / "train.parquet").write_bytes(b"new table")
+        out.path(metrics).write_text('{"acc": 0.95}\n')
+        out.path(model).write_bytes(b"new weights")
+        # Nothing is visible before every output is written.
+        assert (folder / "meta.json").is_file() and model.read_bytes() == b"old weights"
+
+    assert _tree(folder) == {"train.parquet": b"new table"}
+    assert metrics.read_text() == '{"acc": 0.95}\n' and model.read_bytes() == b"new weights"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(
+        ["data", "prepared", "train.parquet", "metrics.json", "m.pt"]
+    )
+
+
+@pytest.mark.parametrize("fail_at", ["folder", "metrics", "model"])
+def test_a_failed_second_write_leaves_every_old_output_byte_identical(tmp_path, fail_at):
+    folder, metrics, model = _outputs(tmp_path)
+    before = _all_files(tmp_path)
+
+    with pytest.raises(RuntimeError, match="write failed"), staged_outputs() as out:
+        tmp = out.dir(folder)
         (tmp / "train.parquet").write_bytes(b"new table")
-        raise ValueError("validation failed")
+        if fail_at == "folder":
+            raise RuntimeError("write failed")
+        out.path(metrics).write_text('{"acc": 0.95}\n')
+        if fail_at == "metrics":
+            raise RuntimeError("write failed")
+        out.path(model).write_bytes(b"half")
+        raise RuntimeError("write failed")
 
-    assert _tree(target) == before
-    assert list(tmp_path.iterdir()) == [target]
+    assert _all_files(tmp_path) == before  # no temp files either: they would be listed
 
 
-def test_atomic_dir_failure_without_an_old_folder_leaves_nothing(tmp_path):
-    with pytest.raises(OSError), atomic_dir(tmp_path / "prepared") as tmp:
-        (tmp / "x").write_text("partial")
-        raise OSError("disk full")
+def test_a_failed_rename_during_commit_puts_every_old_output_back(tmp_path, monkeypatch):
+    folder, metrics, model = _outputs(tmp_path)
+    before = _all_files(tmp_path)
+    real_replace = os.replace
+
+    def replace(src, dst):
+        # The last output's rename: the first two are in place by then.
+        if Path(dst) == model and str(src).endswith(".tmp"):
+            raise OSError(28, "No space left on device", str(dst))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    refused = r"cannot write .*m\.pt: No space left on device"
+    with pytest.raises(OutputWriteError, match=refused), staged_outputs() as out:
+        (out.dir(folder) / "train.parquet").write_bytes(b"new table")
+        out.path(metrics).write_text('{"acc": 0.95}\n')
+        out.path(model).write_bytes(b"new weights")
+    monkeypatch.undo()
+
+    assert _all_files(tmp_path) == before
+
+
+def test_staged_outputs_without_old_outputs_leave_nothing_on_failure(tmp_path):
+    with pytest.raises(KeyboardInterrupt), staged_outputs() as out:
+        (out.dir(tmp_path / "prepared") / "x").write_text("partial")
+        out.path(tmp_path / "m.json").write_text("partial")
+        raise KeyboardInterrupt
 
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_refused_write_becomes_one_line_naming_the_output(tmp_path):
+    target = tmp_path / "prepared"
+
+    with pytest.raises(OutputWriteError) as caught, staged_outputs() as out:
+        tmp = out.dir(target)
+        raise OSError(27, "File too large", str(tmp / "train.parquet"))
+
+    assert isinstance(caught.value, KdflowError)
+    assert str(caught.value) == (
+        f"cannot write {target / 'train.parquet'}: File too large (EFBIG); the file exceeds "
+        "the file-size limit (ulimit -f) or the filesystem's largest file; raise the limit or "
+        "write to another filesystem, then rerun"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_polars_io_error_is_recognised_as_a_refused_write(tmp_path):
+    import polars as pl
+
+    target = tmp_path / "m.json"
+    refused = r"m\.json: No space left on device \(ENOSPC\)"
+    with pytest.raises(OutputWriteError, match=refused), staged_outputs() as out:
+        out.path(target)
+        raise pl.exceptions.ComputeError("underlying IO error: ... (os error 28)")
+
+
+def test_other_errors_pass_through_unchanged(tmp_path):
+    with pytest.raises(FileNotFoundError), staged_outputs() as out:
+        out.path(tmp_path / "m.json")
+        raise FileNotFoundError(2, "No such file or directory", "elsewhere")
+
+
+@pytest.mark.parametrize(
+    ("code", "name"), [(28, "ENOSPC"), (30, "EROFS"), (13, "EACCES"), (122, "EDQUOT")]
+)
+def test_write_error_message_names_the_errno(code, name):
+    message = write_error_message(OSError(code, os.strerror(code), "x/y.json"))
+
+    assert message.startswith(f"cannot write x/y.json: {os.strerror(code)} ({name}); ")
+
+
+def test_json_text_is_stable_and_never_invalid_json():
+    data = {"b": 0.1 + 0.2, "a": [float("nan"), float("inf"), 1e-300], "c": {"z": 1, "y": 2.5}}
+
+    text = json_text(data)
+
+    assert text == json_text(json.loads(text) | {"a": [None, None, 1e-300]})
+    assert json.loads(text) == {
+        "a": [None, None, 1e-300],
+        "b": 0.30000000000000004,
+        "c": {"y": 2.5, "z": 1},
+    }
+    assert "NaN" not in text and "Infinity" not in text
+    assert text.index('"a"') < text.index('"b"') < text.index('"c"')
 
 
 def test_write_json_is_sorted_indented_and_atomic(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from kdflow.config import DataParams, params_hash
 from kdflow.data.sources import load_source, stratified_split
 from kdflow.data.validation import SPLITS, validate_tables
 from kdflow.errors import KdflowError
-from kdflow.io import atomic_dir, sha256_file, write_json
+from kdflow.io import StagedOutputs, json_text, sha256_file, staged_outputs
 
 
 def _check_raw(raw: dict[str, Any], source: str) -> None:
@@ -58,10 +59,13 @@ def channel_stats(x: np.ndarray, input_shape: tuple[int, ...]) -> tuple[list[flo
     return mean.tolist(), np.where(std > 0, std, 1.0).tolist()
 
 
-def prepare(params: DataParams, out_dir: str | Path) -> dict[str, Any]:
+def prepare(
+    params: DataParams, out_dir: str | Path, out: StagedOutputs | None = None
+) -> dict[str, Any]:
     """Load the source, split, validate with Great Expectations and write tables + meta.json.
 
-    Returns the meta dict. Nothing is written unless validation passes.
+    Returns the meta dict. Nothing is written unless validation passes; with `out` the
+    folder joins that staging and appears when the stage's other outputs do.
     """
     raw = load_source(params)
     tables = build_tables(raw, params)
@@ -71,7 +75,8 @@ def prepare(params: DataParams, out_dir: str | Path) -> dict[str, Any]:
     report = validate_tables(tables, num_classes, int(np.prod(input_shape)), feature_dtype)
 
     mean, std = channel_stats(tables["train"]["x"].to_numpy(), input_shape)
-    with atomic_dir(out_dir) as tmp:
+    with contextlib.nullcontext(out) if out is not None else staged_outputs() as staged:
+        tmp = staged.dir(out_dir)
         for split in SPLITS:
             tables[split].write_parquet(tmp / f"{split}.parquet", statistics=False)
         meta = {
@@ -90,6 +95,6 @@ def prepare(params: DataParams, out_dir: str | Path) -> dict[str, Any]:
             "params_hash": params_hash(params),
             "validation": "passed",
         }
-        write_json(tmp / "meta.json", meta)
-        write_json(tmp / "validation.json", report)
+        (tmp / "meta.json").write_text(json_text(meta))
+        (tmp / "validation.json").write_text(json_text(report))
     return meta

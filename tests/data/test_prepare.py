@@ -127,6 +127,28 @@ def test_prepare_writes_tables_meta_and_validation_with_true_hashes(tmp_path):
 
     again = tmp_path / "again"
     assert prepare(params, again)["hashes"] == meta["hashes"]  # same params, same bytes
+    # Every file, validation.json (no Great Expectations times or ids) and meta.json included.
+    assert {p.name: p.read_bytes() for p in again.iterdir()} == {
+        p.name: p.read_bytes() for p in out.iterdir()
+    }
+
+
+def test_validation_report_holds_no_run_times_ids_or_versions(tmp_path):
+    out = tmp_path / "prepared"
+    prepare(DataParams(source="digits"), out)
+
+    text = (out / "validation.json").read_text()
+    report = json.loads(text)
+
+    for volatile in ("ge_load_time", "run_id", "run_time", "validation_time", "batch_id"):
+        assert volatile not in text, volatile
+    assert "great_expectations_version" not in text
+    for outcome in report["splits"].values():
+        assert set(outcome) == {"success", "statistics", "results"}
+        for result in outcome["results"]:
+            assert set(result) == {"type", "kwargs", "success", "result"}
+    train = {r["type"]: r for r in report["splits"]["train"]["results"]}
+    assert train["expect_table_row_count_to_be_between"]["result"]["observed_value"] > 0
 
 
 def _image_tree_with_empty_test_class(root: Path) -> None:

@@ -163,7 +163,7 @@ def test_dvc_repro_runs_caches_reruns_and_pushes(repo_copy, stage_env, tracking_
     )
 
     remote = tmp_path / "remote"
-    _dvc(repo_copy, stage_env, "remote", "add", "-d", "local", str(remote))
+    _dvc(repo_copy, stage_env, "remote", "add", "-f", "-d", "local", str(remote))
     _dvc(repo_copy, stage_env, "push", "prepare")
     assert len([p for p in remote.rglob("*") if p.is_file()]) >= 6  # 5 prepared files + metrics
 
@@ -185,3 +185,31 @@ def test_dvc_repro_runs_caches_reruns_and_pushes(repo_copy, stage_env, tracking_
     assert artifacts == ["validation/validation.json"]
     local = client.download_artifacts(run.info.run_id, "validation/validation.json", str(tmp_path))
     assert json.loads(Path(local).read_text())["success"] is True
+
+
+def test_two_runs_write_byte_identical_outputs_and_keep_run_facts_aside(repo_copy, stage_env):
+    from mlflow.tracking import MlflowClient
+
+    _set_params(repo_copy, num_samples=500)
+    outputs = [repo_copy / "metrics" / "prepare.json"]
+    outputs += [repo_copy / "data" / "prepared" / f"{s}.parquet" for s in SPLITS]
+    outputs += [repo_copy / "data" / "prepared" / n for n in ("meta.json", "validation.json")]
+
+    records = []
+    runs = []
+    for _ in range(2):
+        done = _prepare(repo_copy, stage_env)
+        assert done.returncode == 0, done.stderr
+        runs.append({p.relative_to(repo_copy): p.read_bytes() for p in outputs})
+        records.append(json.loads((repo_copy / ".kdflow" / "runs" / "prepare.json").read_text()))
+
+    assert runs[0] == runs[1]
+    metrics = json.loads(runs[0][Path("metrics/prepare.json")])
+    assert set(metrics) == {"rows", "class_counts", "validation"}
+    # The run id and duration are in the untracked run record and in MLflow.
+    assert records[0]["mlflow_run_id"] != records[1]["mlflow_run_id"]
+    client = MlflowClient(tracking_uri=stage_env["MLFLOW_TRACKING_URI"])
+    for record in records:
+        assert record["stage"] == "prepare" and record["seconds"] > 0
+        run = client.get_run(record["mlflow_run_id"])
+        assert run.data.metrics["seconds"] == record["seconds"]
