@@ -8,6 +8,7 @@ a student stage's import closure, and so its DVC deps, hold only the method it r
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from kdflow.registry import Registry
@@ -25,6 +26,19 @@ METHODS: Registry[type[DistillMethod]] = Registry(
     },
 )
 
+
+def method_label(name: str, overrides: Mapping[str, Any]) -> str:
+    """Return the name a report prints for method `name` under these params overrides.
+
+    Every method but `kd` has no logit-KD term by default (α = 0, or no α at all), so an
+    override α > 0 makes it the "method + KD" variant, labelled "<name> + KD"; otherwise the
+    label is the name ("pkt" for PKT with its published weights, "kd" for KD).
+    """
+    alpha = overrides.get("alpha", 0.0)
+    kd_on = isinstance(alpha, int | float) and not isinstance(alpha, bool) and alpha > 0
+    return f"{name} + KD" if kd_on and name != "kd" else name
+
+
 _FROM_BASE = ("DistillBatch", "DistillMethod", "OutputShapes", "build_method")
 
 
@@ -35,4 +49,11 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["METHODS", "DistillBatch", "DistillMethod", "OutputShapes", "build_method"]
+__all__ = [
+    "METHODS",
+    "DistillBatch",
+    "DistillMethod",
+    "OutputShapes",
+    "build_method",
+    "method_label",
+]

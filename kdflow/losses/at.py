@@ -1,13 +1,17 @@
-"""`at`: attention transfer (ALGORITHMS.md §4).
+"""`at`: attention transfer (docs/algorithms.md, "at").
 
-    at | a(F) = l2-normalise(mean over channels of F², flattened);
-         Σ_layers mean((a(F_s) − a(F_t))²) | 1000
+    a(F) = l2-normalise(mean over channels of F², flattened)
+    L = γ·CE + β·Σ_stages mean((a(F_s) − a(F_t))²),  γ = 1, β = 1000
 
-Stages are paired by position over the first min(K_s, K_t) stages; when a pair's
-spatial sizes differ, the larger map is adaptive-average-pooled to the smaller.
+RepDistiller's distiller_zoo/AT.py on feat[1:-1] (the stage outputs) with `-a 0 -b 1000`;
+mdistiller's CFG.AT. Stages are paired by position over the first min(K_s, K_t) stages;
+when a pair's spatial sizes differ, the larger map is adaptive-average-pooled to the
+smaller, as in the original.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor
@@ -15,12 +19,14 @@ from torch import Tensor
 from kdflow.errors import KdflowError
 from kdflow.losses import METHODS
 from kdflow.losses.base import (
-    LOGIT_KD_DEFAULTS,
+    FEATURE_DEFAULTS,
+    LOGIT_KD_RANGES,
     DistillBatch,
     FeatureDistillMethod,
     OutputShapes,
 )
 from kdflow.losses.functional import pool_to_common_size
+from kdflow.losses.hparams import WEIGHT
 
 
 def attention_map(features: Tensor) -> Tensor:
@@ -33,16 +39,17 @@ class AT(FeatureDistillMethod):
     """Match the students' spatial attention maps to the teacher's, stage by stage."""
 
     term = "at"
-    defaults = {**LOGIT_KD_DEFAULTS, "beta": 1000.0}
+    defaults = {**FEATURE_DEFAULTS, "beta": 1000.0}
+    ranges = {**LOGIT_KD_RANGES, "beta": WEIGHT}
 
     def __init__(
         self,
         student: OutputShapes,
         teacher: OutputShapes | None,
         num_train: int,
-        **overrides: float,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(student, teacher, num_train, **overrides)
+        super().__init__(student, teacher, num_train, **kwargs)
         assert teacher is not None  # the base class raised otherwise
         self.num_pairs = min(len(student.features), len(teacher.features))
         for stage in range(self.num_pairs):

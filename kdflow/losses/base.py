@@ -1,4 +1,4 @@
-"""The distillation-method interface (ALGORITHMS.md §4, STYLE.md); METHODS is in kdflow.losses.
+"""The distillation-method interface (docs/algorithms.md); METHODS is in kdflow.losses.
 
 A method receives the outputs of the student(s) and the teacher for one batch and
 returns a dict of named, already-weighted loss terms; the trainer sums the values
@@ -8,17 +8,22 @@ and logs each by name, so it never needs to know which method it runs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
 from kdflow.errors import KdflowError
 from kdflow.losses import METHODS
 from kdflow.losses.functional import cross_entropy, softened_kl
+from kdflow.losses.hparams import POSITIVE, WEIGHT, Range, check_ranges
 from kdflow.models.base import ModelOutput
 
-# Weights of the standard CIFAR benchmark code for logit KD, alone or under a feature term.
+# `kd` alone, as RepDistiller's run_cifar_distill.sh (-r 0.1 -a 0.9) and mdistiller's CFG.KD.
 LOGIT_KD_DEFAULTS: dict[str, float] = {"gamma": 0.1, "alpha": 0.9, "temperature": 4.0}
+# A feature method alone: CE weight 1 and no KD term (RepDistiller's `-a 0`, mdistiller's
+# CE_WEIGHT 1.0). The temperature is used only when an override turns α on ("+ KD").
+FEATURE_DEFAULTS: dict[str, float] = {"gamma": 1.0, "alpha": 0.0, "temperature": 4.0}
+LOGIT_KD_RANGES: dict[str, Range] = {"gamma": WEIGHT, "alpha": WEIGHT, "temperature": POSITIVE}
 
 
 @dataclass(frozen=True)
@@ -67,36 +72,70 @@ class DistillMethod(nn.Module):
     needs_teacher: ClassVar[bool] = True
     needs_features: ClassVar[bool] = False  # uses features/embedding (else logits only)
     needs_indices: ClassVar[bool] = False
+    needs_train_labels: ClassVar[bool] = False  # built with every training label, by index
     num_students: ClassVar[int] = 1
     defaults: ClassVar[dict[str, float]] = {}  # every weight/temperature with its default
+    ranges: ClassVar[dict[str, Range]] = {}  # the allowed values of every key of `defaults`
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A method that declares a hyper-parameter declares its range too, or fails on import.
+        if set(cls.ranges) != set(cls.defaults):
+            raise TypeError(
+                f"{cls.__name__}: `ranges` must have exactly the keys of `defaults`; "
+                f"without a range: {sorted(set(cls.defaults) - set(cls.ranges))}, "
+                f"without a default: {sorted(set(cls.ranges) - set(cls.defaults))}"
+            )
 
     def __init__(
         self,
         student: OutputShapes,
         teacher: OutputShapes | None,
         num_train: int,
+        *,
+        train_labels: Tensor | None = None,
         **overrides: float,
     ) -> None:
         super().__init__()
+        name = self.method_name()
         unknown = sorted(set(overrides) - set(self.defaults))
         if unknown:
             allowed = ", ".join(sorted(self.defaults)) or "none"
             raise KdflowError(
                 f"unknown hyper-parameter(s) {', '.join(map(repr, unknown))} for "
-                f"{type(self).__name__}; allowed: {allowed}"
+                f"{name}; allowed: {allowed}"
             )
         for key, value in overrides.items():
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise KdflowError(
-                    f"hyper-parameter {key!r} of {type(self).__name__} must be a number, "
-                    f"got {value!r}"
+                    f"hyper-parameter {key!r} of {name} must be a number, got {value!r}"
                 )
         if self.needs_teacher and teacher is None:
-            raise KdflowError(f"{type(self).__name__} needs a teacher, but none was given")
+            raise KdflowError(f"{name} needs a teacher, but none was given")
+        if self.needs_train_labels:
+            if train_labels is None:
+                raise KdflowError(
+                    f"{name} needs the training labels by index: pass train_labels "
+                    "(the training split's labels, in the order of the batch indices)"
+                )
+            if train_labels.shape != (num_train,):
+                raise KdflowError(
+                    f"{name}: train_labels has shape {tuple(train_labels.shape)}, "
+                    f"expected ({num_train},), one label per training sample"
+                )
         self.hparams: dict[str, float] = {
             **self.defaults,
             **{k: float(v) for k, v in overrides.items()},
         }
+        check_ranges(name, self.hparams, self.ranges)
+
+    @classmethod
+    def method_name(cls) -> str:
+        """Return the name the method is registered under (its class name when unregistered)."""
+        # The registry declares method M in kdflow.losses.M, so the module names the method.
+        module = cls.__module__
+        registered = module.rpartition(".")[2] if module.startswith("kdflow.losses.") else ""
+        return registered if registered in METHODS else cls.__name__
 
     def forward(self, batch: DistillBatch) -> dict[str, Tensor]:
         """Return the named, already-weighted loss terms for one batch."""
@@ -104,16 +143,18 @@ class DistillMethod(nn.Module):
 
 
 def logit_kd_terms(batch: DistillBatch, hp: dict[str, float]) -> dict[str, Tensor]:
-    """Return {"ce": γ·CE, "kd": α·T²·KL(softmax_T(z_t) ‖ softmax_T(z_s))} (ALGORITHMS §4)."""
-    student, teacher = batch.students[0], batch.require_teacher()
-    return {
-        "ce": hp["gamma"] * cross_entropy(student.logits, batch.labels),
-        "kd": hp["alpha"] * softened_kl(student.logits, teacher.logits, hp["temperature"]),
-    }
+    """Return {"ce": γ·CE, "kd": α·T²·KL(softmax_T(z_t) ‖ softmax_T(z_s))}; no "kd" when α = 0."""
+    student = batch.students[0]
+    terms = {"ce": hp["gamma"] * cross_entropy(student.logits, batch.labels)}
+    # α = 0 (every feature method's default): the KD term is neither computed nor logged.
+    if hp["alpha"] != 0:
+        teacher = batch.require_teacher()
+        terms["kd"] = hp["alpha"] * softened_kl(student.logits, teacher.logits, hp["temperature"])
+    return terms
 
 
 class FeatureDistillMethod(DistillMethod):
-    """A feature method on top of logit KD: γ·CE + α·KD + β·L_method (ALGORITHMS.md §4)."""
+    """A feature method: γ·CE + β·L_method, plus α·KD only when an override sets α > 0."""
 
     needs_features = True
     term: ClassVar[str]  # the name the feature term is logged under
@@ -123,7 +164,7 @@ class FeatureDistillMethod(DistillMethod):
         raise NotImplementedError
 
     def forward(self, batch: DistillBatch) -> dict[str, Tensor]:
-        """Return {"ce": γ·CE, "kd": α·KD, term: β·L_method}."""
+        """Return {"ce": γ·CE, term: β·L_method}, with "kd": α·KD when α > 0."""
         terms = logit_kd_terms(batch, self.hparams)
         terms[self.term] = self.hparams["beta"] * self.feature_loss(batch)
         return terms
@@ -134,7 +175,14 @@ def build_method(
     student: OutputShapes,
     teacher: OutputShapes | None,
     num_train: int,
+    *,
+    train_labels: Tensor | None = None,
     **overrides: float,
 ) -> DistillMethod:
-    """Return the method registered as `name`, built for these output shapes."""
-    return METHODS.get(name)(student, teacher, num_train, **overrides)
+    """Return the method registered as `name`, built for these output shapes.
+
+    `train_labels` (N, the labels of the training split in the order the batch indices
+    refer to) is required by methods with `needs_train_labels` and ignored by the others,
+    so a caller may always pass it.
+    """
+    return METHODS.get(name)(student, teacher, num_train, train_labels=train_labels, **overrides)

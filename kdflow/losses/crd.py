@@ -1,19 +1,26 @@
-"""`crd`: contrastive representation distillation (ALGORITHMS.md §4).
+"""`crd`: contrastive representation distillation (docs/algorithms.md, "crd").
 
-    crd | contrastive representation distillation: linear embeds + l2-norm, momentum
-          memory bank of N negatives, NCE loss (stretch goal) | 0.8
+    L = γ·CRD_NCE(student side) + CRD_NCE(teacher side) weighted by β;  γ = 1, β = 0.8
 
-As in the CRD paper and RepDistiller's `crd`: student and teacher embeddings are
-mapped by linear heads to `feat_dim` and l2-normalised. Two memory banks of N =
-num_train rows hold a momentum average of each side's embedding per training sample.
-The student embedding is scored against the teacher bank and the teacher embedding
-against the student bank, at its own row (positive) and at nce_k rows drawn uniformly
-from the others (negatives); scores exp(v·m / T) are divided by a constant Z fixed on
-the first batch, and each side pays the NCE loss with noise probability 1/N.
+As RepDistiller's crd/criterion.py and crd/memory.py with its train_student.py defaults
+(`-a 0 -b 0.8`, --feat_dim 128, --nce_k 16384, --nce_t 0.07, --nce_m 0.5, --mode exact)
+and mdistiller's CFG.CRD: student and teacher embeddings are mapped by linear heads to
+`feat_dim` and l2-normalised. Two memory banks of N = num_train rows hold a momentum
+average of each side's embedding per training sample. The student embedding is scored
+against the teacher bank and the teacher embedding against the student bank, at its own
+row (positive) and at K = nce_k rows of other classes (negatives); scores exp(v·m / T)
+are divided by a constant Z fixed on the first batch, and each side pays the NCE loss with
+the original's noise probability 1/N.
 
-Negatives come from a torch.Generator seeded by `seed`, whose state is saved with
-the module, so runs and resumed runs draw the same negatives. The banks are updated
-only in training mode, so evaluating the loss does not write validation rows.
+Negatives as the original's `exact` mode (dataset/cifar100.py CIFAR100InstanceSample):
+per anchor, K distinct rows drawn uniformly from the samples whose class differs from the
+anchor's, so the method is built with the training labels (needs_train_labels). K is
+capped at N − (largest class count), the smallest such pool, and the cap is logged.
+
+Each step draws one seed from a torch.Generator seeded by `seed`, whose state is saved
+with the module, and draws that step's random keys with it on the banks' device: runs and
+resumed runs draw the same negatives on one device, and no step waits for the GPU. The
+banks are updated only in training mode, so evaluating the loss writes no rows.
 """
 
 from __future__ import annotations
@@ -29,13 +36,16 @@ from torch import Tensor, nn
 from kdflow.errors import KdflowError
 from kdflow.losses import METHODS
 from kdflow.losses.base import (
-    LOGIT_KD_DEFAULTS,
+    FEATURE_DEFAULTS,
+    LOGIT_KD_RANGES,
     DistillBatch,
     FeatureDistillMethod,
     OutputShapes,
 )
+from kdflow.losses.hparams import COUNT, MOMENTUM, POSITIVE, SEED, WEIGHT
 
 NCE_EPS = 1e-7  # RepDistiller's ContrastLoss guard on the NCE ratios
+SEED_BOUND = 2**62  # each step's seed for the on-device draws is below this
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +78,24 @@ class CRD(FeatureDistillMethod):
 
     term = "crd"
     needs_indices = True
+    needs_train_labels = True
     defaults = {
-        **LOGIT_KD_DEFAULTS,
+        **FEATURE_DEFAULTS,
         "beta": 0.8,
         "feat_dim": 128.0,
-        "nce_k": 4096.0,
+        "nce_k": 16384.0,
         "nce_t": 0.07,
         "momentum": 0.5,
         "seed": 0.0,
+    }
+    ranges = {
+        **LOGIT_KD_RANGES,
+        "beta": WEIGHT,
+        "feat_dim": COUNT,
+        "nce_k": COUNT,
+        "nce_t": POSITIVE,
+        "momentum": MOMENTUM,
+        "seed": SEED,
     }
 
     def __init__(
@@ -83,18 +103,26 @@ class CRD(FeatureDistillMethod):
         student: OutputShapes,
         teacher: OutputShapes | None,
         num_train: int,
+        *,
+        train_labels: Tensor | None = None,
         **overrides: float,
     ) -> None:
-        super().__init__(student, teacher, num_train, **overrides)
-        assert teacher is not None  # the base class raised otherwise
-        if num_train < 2:
-            raise KdflowError(f"crd needs at least 2 training samples, got {num_train}")
+        super().__init__(student, teacher, num_train, train_labels=train_labels, **overrides)
+        assert teacher is not None and train_labels is not None  # the base class raised otherwise
+        labels = train_labels.detach().long().cpu().clone()  # once, at build: no per-step sync
+        largest_class = int(torch.bincount(labels).max()) if num_train else 0
+        self.num_negatives = self._capped_negatives(
+            int(self.hparams["nce_k"]), num_train, largest_class
+        )
         feat_dim = int(self.hparams["feat_dim"])
         self.num_data = num_train
-        self.num_negatives = min(int(self.hparams["nce_k"]), num_train - 1)
         self.embed_student = Embed(student.embedding_dim, feat_dim)
         self.embed_teacher = Embed(teacher.embedding_dim, feat_dim)
         self.generator = torch.Generator().manual_seed(int(self.hparams["seed"]))
+        self._step_generators: dict[torch.device, torch.Generator] = {}
+        # Labels by training-set row; not saved: they come with the data, not the run.
+        self.train_labels: Tensor  # N
+        self.register_buffer("train_labels", labels, persistent=False)
         # RepDistiller's initialisation: uniform in ±1/sqrt(feat_dim / 3).
         bound = 1.0 / math.sqrt(feat_dim / 3)
         shape = (num_train, feat_dim)
@@ -115,6 +143,28 @@ class CRD(FeatureDistillMethod):
         self.register_buffer("z_student", torch.tensor(-1.0))
         self.register_buffer("z_teacher", torch.tensor(-1.0))
 
+    @staticmethod
+    def _capped_negatives(asked: int, num_train: int, largest_class: int) -> int:
+        """Return K: `asked`, capped at the other-class pool of the largest class."""
+        pool = num_train - largest_class  # the fewest rows any anchor can draw from
+        if pool < 1:
+            raise KdflowError(
+                f"crd draws negatives from other classes, but the {num_train} training "
+                "samples hold a single class"
+            )
+        if asked > pool:
+            log.warning(
+                "crd: nce_k = %d negatives asked, but the smallest other-class pool holds "
+                "%d (%d training samples − %d of the largest class); using K = %d",
+                asked,
+                pool,
+                num_train,
+                largest_class,
+                pool,
+            )
+            return pool
+        return asked
+
     def _uniform(self, shape: tuple[int, int], bound: float) -> Tensor:
         """Return a tensor uniform in [−bound, bound) drawn from the seeded generator."""
         return torch.rand(shape, generator=self.generator) * 2 * bound - bound
@@ -127,17 +177,28 @@ class CRD(FeatureDistillMethod):
         """Restore the negative sampler's state saved by get_extra_state."""
         self.generator.set_state(state)
 
+    def _step_generator(self, device: torch.device) -> torch.Generator:
+        """Return a generator on `device`, reseeded from the saved host generator."""
+        if device not in self._step_generators:
+            self._step_generators[device] = torch.Generator(device=device)
+        # One host draw per step: the seed, never the keys, crosses to the device.
+        seed = int(torch.randint(SEED_BOUND, (1,), generator=self.generator))
+        return self._step_generators[device].manual_seed(seed)
+
     def sample_contrast_indices(self, indices: Tensor) -> Tensor:
-        """Return B×(1+K) bank rows: each sample's own row, then K distinct-from-it negatives."""
+        """Return B×(1+K) bank rows: each own row, then K distinct rows of other classes."""
         own = indices.long()
-        # Drawn on the host from the seeded generator, then compared on the indices' device:
-        # moving the indices to the host instead would wait for the GPU every step.
-        draws = torch.randint(
-            self.num_data - 1, (len(own), self.num_negatives), generator=self.generator
-        ).to(own.device, non_blocking=True)
-        # Drawing from N−1 values and skipping the sample's own row makes negatives uniform
-        # over the other rows.
-        negatives = draws + (draws >= own.unsqueeze(1)).long()
+        labels = self.train_labels.to(own.device)
+        keys = torch.rand(
+            (len(own), self.num_data), generator=self._step_generator(own.device), device=own.device
+        )  # B×N
+        # Rows of the anchor's class sort last, so the K smallest keys are K distinct rows
+        # drawn uniformly from the other classes, as numpy's choice(replace=False) in the
+        # original; the anchor's own row is of its class, so it is never a negative.
+        same_class = labels.unsqueeze(0) == labels[own].unsqueeze(1)  # B×N
+        negatives = (
+            keys.masked_fill(same_class, 2.0).topk(self.num_negatives, largest=False).indices
+        )
         return torch.cat([own.unsqueeze(1), negatives], dim=1)
 
     def _scores(self, bank: Tensor, rows: Tensor, embedding: Tensor, z: Tensor) -> Tensor:

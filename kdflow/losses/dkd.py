@@ -1,14 +1,17 @@
-"""`dkd`: decoupled knowledge distillation (ALGORITHMS.md §4).
+"""`dkd`: decoupled knowledge distillation (docs/algorithms.md, "dkd").
 
 With p = softmax_T and g the target class:
 - b = [p_g, 1 − p_g], TCKD = T²·KL(b_t ‖ b_s);
 - p̂ = softmax_T over the non-target classes (target logit minus 1000), NCKD = T²·KL(p̂_t ‖ p̂_s);
-- L = CE + w(epoch)·(α_dkd·TCKD + β_dkd·NCKD), α_dkd = 1, β_dkd = 8, T = 4, warm-up 20 epochs.
+- L = γ·CE + w(epoch)·(α_dkd·TCKD + β_dkd·NCKD), γ = 1, α_dkd = 1, β_dkd = 8, T = 4,
+  warm-up 20 epochs: mdistiller's CFG.DKD and configs/cifar100/dkd/res32x4_res8x4.yaml
+  (other pairs override β_dkd: 2 for res56→res20 and res110→res32, 6 for the WRN and VGG
+  pairs).
 
-Warm-up: w = min((epoch + 1) / warmup, 1) with the trainer's 0-based epoch. This is
-ALGORITHMS' min(epoch / warmup, 1) counted from 1 as in mdistiller's DKD, so the
-first epoch already gets weight 1/warmup instead of none. `warmup` is in epochs;
-scale it with a shortened schedule through the override.
+Warm-up: w = min((epoch + 1) / warmup, 1) with the trainer's 0-based epoch, which is
+mdistiller's min(epoch / warmup, 1) with its 1-based epoch: the first epoch already gets
+weight 1/warmup. `warmup` is in epochs; scale it with a shortened schedule through the
+override (0: no warm-up).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from torch import Tensor
 from kdflow.losses import METHODS
 from kdflow.losses.base import DistillBatch, DistillMethod
 from kdflow.losses.functional import cross_entropy, kl_divergence
+from kdflow.losses.hparams import EPOCHS, POSITIVE, WEIGHT
 
 # Subtracted from the target logit (after dividing by T) to drop it from the non-target softmax.
 TARGET_MASK_OFFSET = 1000.0
@@ -49,15 +53,22 @@ class DKD(DistillMethod):
     """Target-class and non-target-class KD terms, weighted separately and warmed up."""
 
     defaults = {
-        "gamma": 1.0,  # CE weight; ALGORITHMS' L has CE unweighted
+        "gamma": 1.0,  # CE weight: mdistiller's CFG.DKD.CE_WEIGHT
         "alpha_dkd": 1.0,
         "beta_dkd": 8.0,
         "temperature": 4.0,
         "warmup": 20.0,
     }
+    ranges = {
+        "gamma": WEIGHT,
+        "alpha_dkd": WEIGHT,
+        "beta_dkd": WEIGHT,
+        "temperature": POSITIVE,
+        "warmup": EPOCHS,
+    }
 
     def warmup_weight(self, epoch: int) -> float:
-        """Return w(epoch) = min((epoch + 1) / warmup, 1); 1 when warmup ≤ 0."""
+        """Return w(epoch) = min((epoch + 1) / warmup, 1); 1 when warmup is 0."""
         warmup = self.hparams["warmup"]
         return 1.0 if warmup <= 0 else min((epoch + 1) / warmup, 1.0)
 

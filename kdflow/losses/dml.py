@@ -1,8 +1,11 @@
-"""`dml`: deep mutual learning of K peers, no teacher (ALGORITHMS.md §4).
+"""`dml`: deep mutual learning of K peers, no teacher (docs/algorithms.md, "dml").
 
-    dml | mutual learning of K peers: CE_k + mean_{l≠k} KL(p_l ‖ p_k), no teacher | —
+    L = Σ_k [γ·CE_k + β·mean_{l≠k} KL(p_l ‖ p_k)],  p = softmax(z) (temperature 1)
 
-Summed over the peers k; each p_l is detached so that peer k's term trains only peer k.
+γ = β = 1 as in the DML paper and its code (YingZhangDUT/Deep-Mutual-Learning,
+train_models.py, which sums over l ≠ k: the same as the mean for the two peers kdflow
+trains). Each p_l is detached so that peer k's term trains only peer k; the peers are
+updated together from one forward pass, where the original code updates them in turn.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from torch import Tensor
 from kdflow.losses import METHODS
 from kdflow.losses.base import DistillBatch, DistillMethod
 from kdflow.losses.functional import cross_entropy, kl_divergence
+from kdflow.losses.hparams import WEIGHT
 
 
 @METHODS.register("dml")
@@ -22,6 +26,7 @@ class DML(DistillMethod):
     needs_teacher = False
     num_students = 2
     defaults = {"gamma": 1.0, "beta": 1.0}
+    ranges = {"gamma": WEIGHT, "beta": WEIGHT}
 
     def forward(self, batch: DistillBatch) -> dict[str, Tensor]:
         """Return {"ce": γ·Σ_k CE_k, "dml": β·Σ_k mean_{l≠k} KL(p_l ‖ p_k)}."""

@@ -1,37 +1,95 @@
-"""`fitnet`: FitNets hints (ALGORITHMS.md §4).
+"""`fitnet`: FitNets hints (docs/algorithms.md, "fitnet").
 
-    fitnet | MSE(r(F_s), F_t) at one middle layer; r = conv/linear regressor to teacher width | 100
+    L = γ·CE + β·MSE(r(F_s), F_t) at the hint stage,  γ = 1, β = 100
 
-The hint layer is stage K//2 of each model. r is a 1×1 convolution (Conv1d or Conv2d,
-from the feature rank) or a Linear layer for flat features; when the spatial sizes
-differ, the larger feature map is adaptive-average-pooled to the smaller.
+As RepDistiller (train_student.py `--distill hint`, distiller_zoo/FitNet.py, models/util.py
+ConvReg; `-a 0 -b 100`) and mdistiller (CFG.FITNET, distillers/_common.py ConvReg): one
+joint stage, no separate hint pre-training, and r = conv + BN + ReLU to the teacher's
+width, whose conv depends on the spatial sizes (student s, teacher t):
+
+    s = 2t: 3×3 conv, stride 2, padding 1    s = t/2: 4×4 transposed conv, stride 2, padding 1
+    s ≥ t otherwise: (1 + s − t) conv, no padding (1×1 when the sizes are equal)
+
+For 1-D signals (MNIST-1D) the same with Conv1d/BatchNorm1d; for flat (MLP) features a
+Linear layer + BatchNorm1d + ReLU. A student map smaller than the teacher's, other than by
+exactly 2×, is refused, as in the original.
+
+Hint stage: RepDistiller's hint_layer = 2 indexes its feature list [stem, stage_1, …,
+stage_K, pooled] (VGG: [block_0, …, block_4, pooled]), which is stage (K − 1) // 2 of
+kdflow's K stage outputs for all of its models: the second of a ResNet's or WRN's three
+stages, the third of VGG's five blocks.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdflow.errors import KdflowError
 from kdflow.losses import METHODS
 from kdflow.losses.base import (
-    LOGIT_KD_DEFAULTS,
+    FEATURE_DEFAULTS,
+    LOGIT_KD_RANGES,
     DistillBatch,
     FeatureDistillMethod,
     OutputShapes,
 )
-from kdflow.losses.functional import pool_to_common_size
+from kdflow.losses.hparams import WEIGHT
 
 
-def build_regressor(in_channels: int, out_channels: int, rank: int) -> nn.Module:
-    """Return a width-adapting layer for per-sample features of the given rank (1, 2 or 3)."""
-    if rank == 1:
-        return nn.Linear(in_channels, out_channels)
-    if rank == 2:
-        return nn.Conv1d(in_channels, out_channels, kernel_size=1)
-    if rank == 3:
-        return nn.Conv2d(in_channels, out_channels, kernel_size=1)
-    raise KdflowError(f"fitnet supports features of rank 1 to 3 per sample, got rank {rank}")
+def hint_stage(num_stages: int) -> int:
+    """Return the 0-based stage whose output is the hint: RepDistiller's hint_layer = 2."""
+    return (num_stages - 1) // 2
+
+
+def build_regressor(student_shape: tuple[int, ...], teacher_shape: tuple[int, ...]) -> nn.Module:
+    """Return RepDistiller's ConvReg (conv, BN, ReLU) mapping the student hint to the teacher's."""
+    if len(student_shape) != len(teacher_shape):
+        raise KdflowError(
+            f"fitnet needs hint features of the same rank; student {student_shape} vs "
+            f"teacher {teacher_shape}"
+        )
+    in_channels, out_channels = student_shape[0], teacher_shape[0]
+    if len(student_shape) == 1:
+        return nn.Sequential(
+            nn.Linear(in_channels, out_channels), nn.BatchNorm1d(out_channels), nn.ReLU()
+        )
+    if len(student_shape) not in (2, 3):
+        raise KdflowError(
+            f"fitnet supports features of rank 1 to 3 per sample, got {student_shape}"
+        )
+    one_d = len(student_shape) == 2
+    conv, transposed = (nn.Conv1d, nn.ConvTranspose1d) if one_d else (nn.Conv2d, nn.ConvTranspose2d)
+    norm = nn.BatchNorm1d if one_d else nn.BatchNorm2d
+    student_size, teacher_size = student_shape[1:], teacher_shape[1:]
+    # The original decides on the height alone and sizes the valid conv by both dimensions.
+    s, t = student_size[0], teacher_size[0]
+    if s == 2 * t:
+        layer: nn.Module = conv(in_channels, out_channels, kernel_size=3, stride=2, padding=1)
+    elif 2 * s == t:
+        layer = transposed(in_channels, out_channels, kernel_size=4, stride=2, padding=1)
+    elif all(a >= b for a, b in zip(student_size, teacher_size, strict=True)):
+        kernel = tuple(1 + a - b for a, b in zip(student_size, teacher_size, strict=True))
+        layer = conv(in_channels, out_channels, kernel_size=kernel)
+    else:
+        raise KdflowError(
+            f"fitnet cannot regress a student hint of spatial size {student_size} onto a "
+            f"teacher hint of size {teacher_size} (RepDistiller's ConvReg handles equal "
+            "sizes, a larger student map, and exactly 2× smaller)"
+        )
+    regressor = nn.Sequential(layer, norm(out_channels), nn.ReLU())
+    # The rule looks at the height only: a width it does not fit would fail at the first step.
+    with torch.no_grad():
+        produced = tuple(regressor.eval()(torch.zeros(2, *student_shape)).shape[1:])
+    if produced != tuple(teacher_shape):
+        raise KdflowError(
+            f"fitnet's regressor maps the student hint {student_shape} to {produced}, "
+            f"not to the teacher's {teacher_shape}"
+        )
+    return regressor.train()
 
 
 @METHODS.register("fitnet")
@@ -39,33 +97,26 @@ class FitNet(FeatureDistillMethod):
     """Regress the student's middle-stage features onto the teacher's."""
 
     term = "fitnet"
-    defaults = {**LOGIT_KD_DEFAULTS, "beta": 100.0}
+    defaults = {**FEATURE_DEFAULTS, "beta": 100.0}
+    ranges = {**LOGIT_KD_RANGES, "beta": WEIGHT}
 
     def __init__(
         self,
         student: OutputShapes,
         teacher: OutputShapes | None,
         num_train: int,
-        **overrides: float,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(student, teacher, num_train, **overrides)
+        super().__init__(student, teacher, num_train, **kwargs)
         assert teacher is not None  # the base class raised otherwise
-        self.student_stage = len(student.features) // 2
-        self.teacher_stage = len(teacher.features) // 2
-        student_shape = student.features[self.student_stage]
-        teacher_shape = teacher.features[self.teacher_stage]
-        if len(student_shape) != len(teacher_shape):
-            raise KdflowError(
-                f"fitnet needs hint features of the same rank; student stage "
-                f"{self.student_stage} is {student_shape}, teacher stage "
-                f"{self.teacher_stage} is {teacher_shape}"
-            )
-        self.regressor = build_regressor(student_shape[0], teacher_shape[0], len(student_shape))
+        self.student_stage = hint_stage(len(student.features))
+        self.teacher_stage = hint_stage(len(teacher.features))
+        self.regressor = build_regressor(
+            student.features[self.student_stage], teacher.features[self.teacher_stage]
+        )
 
     def feature_loss(self, batch: DistillBatch) -> Tensor:
         """Return the mean squared error between r(F_s) and F_t at the hint stage."""
         student_features = batch.students[0].features[self.student_stage]
         teacher_features = batch.require_teacher().features[self.teacher_stage]
-        # A 1×1 regressor commutes with average pooling, so pooling first is cheaper and equal.
-        student_features, teacher_features = pool_to_common_size(student_features, teacher_features)
         return F.mse_loss(self.regressor(student_features), teacher_features)

@@ -1,11 +1,11 @@
-"""Small loss formulas shared by the distillation methods (ALGORITHMS.md §4)."""
+"""Small loss formulas shared by the distillation methods (docs/algorithms.md)."""
 
 from __future__ import annotations
 
 import torch.nn.functional as F
 from torch import Tensor
 
-PROB_FLOOR = 1e-12  # ALGORITHMS.md: clamp probabilities before a log
+PROB_FLOOR = 1e-12  # probabilities are clamped here before a log, so no log(0) = −inf
 
 
 def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:

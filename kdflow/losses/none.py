@@ -1,4 +1,4 @@
-"""`none`: the student alone, trained with cross-entropy (ALGORITHMS.md §1)."""
+"""`none`: the student alone, trained with cross-entropy (docs/algorithms.md, "none")."""
 
 from __future__ import annotations
 

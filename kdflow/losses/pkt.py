@@ -1,10 +1,11 @@
-"""`pkt`: probabilistic knowledge transfer (ALGORITHMS.md §4).
+"""`pkt`: probabilistic knowledge transfer (docs/algorithms.md, "pkt").
 
-    pkt | cosine kernels K = (cos+1)/2 on embeddings, rows normalised to sum 1;
-          KL(K_t ‖ K_s) averaged | 30000
+    K = (cos + 1)/2 of the embeddings, rows normalised to sum 1
+    L = γ·CE + β·(1/B²) Σ_ij K_t,ij·log(K_t,ij / K_s,ij),  γ = 1, β = 30000
 
-"Averaged" is the mean over all B² kernel entries, as in the PKT code and
-RepDistiller, for which β = 30000 is tuned (it is (1/B) times the mean row KL).
+The mean over all B² kernel entries, as in the PKT authors' code and RepDistiller's
+distiller_zoo/PKT.py, for which β = 30000 is tuned (`-a 0 -b 30000`; mdistiller's CFG.PKT).
+The original adds 1e-7 inside the log and to the norms; kdflow clamps at 1e-12 instead.
 """
 
 from __future__ import annotations
@@ -13,8 +14,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kdflow.losses import METHODS
-from kdflow.losses.base import LOGIT_KD_DEFAULTS, DistillBatch, FeatureDistillMethod
+from kdflow.losses.base import (
+    FEATURE_DEFAULTS,
+    LOGIT_KD_RANGES,
+    DistillBatch,
+    FeatureDistillMethod,
+)
 from kdflow.losses.functional import kl_divergence
+from kdflow.losses.hparams import WEIGHT
 
 
 def cosine_kernel(embedding: Tensor) -> Tensor:
@@ -29,7 +36,8 @@ class PKT(FeatureDistillMethod):
     """Match the student's embedding-similarity distribution to the teacher's."""
 
     term = "pkt"
-    defaults = {**LOGIT_KD_DEFAULTS, "beta": 30000.0}
+    defaults = {**FEATURE_DEFAULTS, "beta": 30000.0}
+    ranges = {**LOGIT_KD_RANGES, "beta": WEIGHT}
 
     def feature_loss(self, batch: DistillBatch) -> Tensor:
         """Return KL(K_t ‖ K_s) summed per row and averaged over all B² entries."""

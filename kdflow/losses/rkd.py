@@ -1,9 +1,11 @@
-"""`rkd`: relational knowledge distillation (ALGORITHMS.md §4).
+"""`rkd`: relational knowledge distillation (docs/algorithms.md, "rkd").
 
-    rkd | 25·smoothL1 of mean-normalised pairwise distances + 50·smoothL1 of triplet
-          angle cosines, on penultimate embeddings | 1
+    L = γ·CE + β·(25·smoothL1(ψ_D(e_s), ψ_D(e_t)) + 50·smoothL1(ψ_A(e_s), ψ_A(e_t)))
 
-The 25 and 50 are the overridable `distance_weight` and `angle_weight`.
+ψ_D: pairwise distances divided by their mean over distinct pairs; ψ_A: cosines of the
+triplet angles; e: the penultimate embeddings. γ = 1, β = 1, 25 and 50 (the overridable
+`distance_weight` and `angle_weight`): RepDistiller's distiller_zoo/RKD.py with
+`-a 0 -b 1`, mdistiller's CFG.RKD.
 """
 
 from __future__ import annotations
@@ -13,7 +15,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kdflow.losses import METHODS
-from kdflow.losses.base import LOGIT_KD_DEFAULTS, DistillBatch, FeatureDistillMethod
+from kdflow.losses.base import (
+    FEATURE_DEFAULTS,
+    LOGIT_KD_RANGES,
+    DistillBatch,
+    FeatureDistillMethod,
+)
+from kdflow.losses.hparams import WEIGHT
 
 DISTANCE_FLOOR = 1e-12  # squared distances are clamped here so sqrt keeps a finite gradient
 
@@ -41,10 +49,16 @@ class RKD(FeatureDistillMethod):
 
     term = "rkd"
     defaults = {
-        **LOGIT_KD_DEFAULTS,
+        **FEATURE_DEFAULTS,
         "beta": 1.0,
         "distance_weight": 25.0,
         "angle_weight": 50.0,
+    }
+    ranges = {
+        **LOGIT_KD_RANGES,
+        "beta": WEIGHT,
+        "distance_weight": WEIGHT,
+        "angle_weight": WEIGHT,
     }
 
     def feature_loss(self, batch: DistillBatch) -> Tensor:

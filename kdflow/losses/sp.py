@@ -1,9 +1,11 @@
-"""`sp`: similarity-preserving KD (ALGORITHMS.md §4).
+"""`sp`: similarity-preserving KD (docs/algorithms.md, "sp").
 
-    sp | G = row-l2-normalise(A·Aᵀ), A = F flattened (B×·); ‖G_s − G_t‖²_F / B² per layer | 3000
+    G = row-l2-normalise(A·Aᵀ), A = F flattened (B×·)
+    L = γ·CE + β·‖G_s − G_t‖²_F / B²,  γ = 1, β = 3000
 
-Applied to the last stage of each model, as in the SP paper and RepDistiller (whose
-β = 3000 is tuned for that single layer); the B×B Gram matrices need no width match.
+Applied to the last stage of each model, as RepDistiller (distiller_zoo/SP.py on feat[-2],
+`-a 0 -b 3000`) and mdistiller (CFG.SP, feats[-1]); the B×B Gram matrices need no width
+match.
 """
 
 from __future__ import annotations
@@ -12,7 +14,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kdflow.losses import METHODS
-from kdflow.losses.base import LOGIT_KD_DEFAULTS, DistillBatch, FeatureDistillMethod
+from kdflow.losses.base import (
+    FEATURE_DEFAULTS,
+    LOGIT_KD_RANGES,
+    DistillBatch,
+    FeatureDistillMethod,
+)
+from kdflow.losses.hparams import WEIGHT
 
 
 def similarity_matrix(features: Tensor) -> Tensor:
@@ -26,7 +34,8 @@ class SP(FeatureDistillMethod):
     """Match the batch's pairwise-similarity pattern at the last stage."""
 
     term = "sp"
-    defaults = {**LOGIT_KD_DEFAULTS, "beta": 3000.0}
+    defaults = {**FEATURE_DEFAULTS, "beta": 3000.0}
+    ranges = {**LOGIT_KD_RANGES, "beta": WEIGHT}
 
     def feature_loss(self, batch: DistillBatch) -> Tensor:
         """Return ‖G_s − G_t‖²_F / B² at the last stage."""

@@ -12,9 +12,12 @@ from kdflow.models.base import ModelOutput
 
 NUM_CLASSES = 10
 NUM_TRAIN = 50  # tests that build crd use the same size
+# The label of each training-set row; uneven class sizes, so crd's cap is not a round number.
+TRAIN_LABELS = torch.randint(NUM_CLASSES, (NUM_TRAIN,), generator=torch.Generator().manual_seed(5))
 
 # Student and teacher shapes; the stage counts and spatial sizes differ on purpose so that
-# stage pairing and pooling are exercised (fitnet's middle stages: 16×8 vs 48×4, 16×4×4 vs 32×2×2).
+# stage pairing and pooling are exercised (fitnet's hint stages (K − 1) // 2: 16×8 vs 24×8,
+# equal sizes; 16×4×4 vs 32×2×2, a student map twice the teacher's).
 LAYOUTS: dict[str, tuple[OutputShapes, OutputShapes]] = {
     "1d": (
         OutputShapes(features=[(8, 16), (16, 8), (32, 4)], embedding_dim=32, num_classes=10),
@@ -62,7 +65,10 @@ def make_batch(
     num_students: int = 1,
     epoch: int = 0,
 ) -> DistillBatch:
-    """Return a batch of random student (requiring grad) and teacher outputs, labels, indices."""
+    """Return a batch of random student (requiring grad) and teacher outputs, labels, indices.
+
+    The labels are TRAIN_LABELS at the batch's indices, as a training set would give them.
+    """
     generator = torch.Generator().manual_seed(seed)
     students = [
         random_output(student, batch_size, generator, dtype, requires_grad=True)
@@ -71,11 +77,12 @@ def make_batch(
     teacher_output = (
         None if teacher is None else random_output(teacher, batch_size, generator, dtype)
     )
+    indices = torch.randperm(NUM_TRAIN, generator=generator)[:batch_size]
     return DistillBatch(
         students=students,
         teacher=teacher_output,
-        labels=torch.randint(NUM_CLASSES, (batch_size,), generator=generator),
-        indices=torch.randperm(NUM_TRAIN, generator=generator)[:batch_size],
+        labels=TRAIN_LABELS[indices],
+        indices=indices,
         epoch=epoch,
         total_epochs=40,
     )

@@ -1,6 +1,8 @@
-"""crd against a direct NCE computation, and its memory banks and seeded sampling."""
+"""crd against a direct NCE computation, its class-aware negatives, banks and seeded sampling."""
 
 from __future__ import annotations
+
+import logging
 
 import pytest
 import torch
@@ -9,14 +11,18 @@ import torch.nn.functional as F
 from kdflow.errors import KdflowError
 from kdflow.losses import build_method
 from kdflow.losses.crd import CRD
+from tests.losses.conftest import NUM_TRAIN, TRAIN_LABELS
 
-NUM_TRAIN = 50  # matches the index range of conftest's batches
+# Every anchor can draw from the rows outside its class; the largest class leaves the fewest.
+OTHER_CLASS_POOL = NUM_TRAIN - int(torch.bincount(TRAIN_LABELS).max())
 
 
-def build_crd(layout, **overrides: float) -> CRD:
+def build_crd(layout, train_labels: torch.Tensor = TRAIN_LABELS, **overrides: float) -> CRD:
     """Return a float64 crd method for the layout."""
     student, teacher = layout
-    method = build_method("crd", student, teacher, NUM_TRAIN, **overrides)
+    method = build_method(
+        "crd", student, teacher, len(train_labels), train_labels=train_labels, **overrides
+    )
     assert isinstance(method, CRD)
     return method.double()
 
@@ -85,16 +91,50 @@ def test_crd_fixes_its_normalising_constants_on_the_first_batch(layout, batch_fa
     assert torch.equal(method.z_teacher, z_teacher)
 
 
-def test_crd_draws_k_negatives_that_are_never_the_positive(layout, batch_factory) -> None:
-    method = build_crd(layout)
-    assert method.num_negatives == NUM_TRAIN - 1  # min(4096, N − 1)
+def test_crd_negatives_are_distinct_rows_of_other_classes(layout, batch_factory) -> None:
+    method = build_crd(layout, nce_k=20)
     rows = record_rows(method)
-    batch = batch_factory(*layout)
-    method(batch)
-    assert rows[0].shape == (len(batch.labels), NUM_TRAIN)
-    assert torch.equal(rows[0][:, 0], batch.indices)
-    assert (rows[0][:, 1:] != batch.indices.unsqueeze(1)).all()
-    assert rows[0].min() >= 0 and rows[0].max() < NUM_TRAIN
+    for seed in range(5):
+        batch = batch_factory(*layout, seed=seed)
+        method(batch)
+        drawn = rows[-1]
+        assert drawn.shape == (len(batch.indices), 1 + 20)
+        assert torch.equal(drawn[:, 0], batch.indices)  # RepDistiller's `exact` positive
+        negatives = drawn[:, 1:]
+        assert negatives.min() >= 0 and negatives.max() < NUM_TRAIN
+        # Never the anchor's class (so never the anchor itself), and never a row twice.
+        assert (TRAIN_LABELS[negatives] != batch.labels.unsqueeze(1)).all()
+        assert all(len(set(row.tolist())) == 20 for row in negatives)
+
+
+def test_crd_negatives_are_uniform_over_the_other_classes(layout) -> None:
+    method = build_crd(layout, nce_k=5)
+    anchor = torch.tensor([0])
+    counts = torch.zeros(NUM_TRAIN)
+    draws = 2000
+    for _ in range(draws):
+        counts += torch.bincount(method.sample_contrast_indices(anchor)[0, 1:], minlength=NUM_TRAIN)
+    eligible = TRAIN_LABELS[0] != TRAIN_LABELS
+    assert counts[~eligible].sum() == 0
+    expected = draws * 5 / int(eligible.sum())  # each eligible row: K / pool per draw
+    assert ((counts[eligible] - expected).abs() < 0.3 * expected).all()
+
+
+def test_crd_default_k_is_16384_capped_by_the_other_class_pool(layout, caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="kdflow.losses.crd"):
+        method = build_crd(layout)
+    assert method.hparams["nce_k"] == 16384
+    assert method.num_negatives == OTHER_CLASS_POOL  # 50 − 8
+    message = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    for number in ("16384", str(OTHER_CLASS_POOL), str(NUM_TRAIN)):
+        assert number in message
+
+
+def test_crd_keeps_k_below_the_cap_without_a_warning(layout, caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="kdflow.losses.crd"):
+        method = build_crd(layout, nce_k=OTHER_CLASS_POOL)
+    assert method.num_negatives == OTHER_CLASS_POOL
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_crd_updates_memory_rows_of_the_batch_in_training_only(layout, batch_factory) -> None:
@@ -153,6 +193,19 @@ def test_crd_needs_indices(layout, batch_factory) -> None:
         build_crd(layout)(batch)
 
 
-def test_crd_needs_two_training_samples(layout) -> None:
-    with pytest.raises(KdflowError, match="at least 2"):
-        build_method("crd", *layout, 1)
+def test_crd_needs_the_training_labels(layout) -> None:
+    with pytest.raises(KdflowError, match="crd needs the training labels"):
+        build_method("crd", *layout, NUM_TRAIN)
+    with pytest.raises(KdflowError, match=r"expected \(50,\)"):
+        build_method("crd", *layout, NUM_TRAIN, train_labels=TRAIN_LABELS[:10])
+
+
+def test_crd_refuses_a_training_set_of_one_class(layout) -> None:
+    with pytest.raises(KdflowError, match="single class"):
+        build_crd(layout, train_labels=torch.zeros(NUM_TRAIN, dtype=torch.long))
+
+
+def test_crd_labels_move_with_the_module_but_are_not_saved(layout) -> None:
+    method = build_crd(layout)
+    assert torch.equal(method.train_labels, TRAIN_LABELS)
+    assert "train_labels" not in method.state_dict()

@@ -1,4 +1,4 @@
-"""Properties every registered distillation method must have (ALGORITHMS.md §4)."""
+"""Properties every registered distillation method must have (docs/algorithms.md)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,25 @@ import torch
 from kdflow.errors import KdflowError
 from kdflow.losses import METHODS, DistillBatch, DistillMethod, OutputShapes, build_method
 from kdflow.models.base import ModelOutput
+from tests.losses.conftest import NUM_TRAIN, TRAIN_LABELS
 
 ALL_METHODS = METHODS.names()
-NUM_TRAIN = 50  # matches the index range of conftest's batches
 
 
-def build(name: str, layout: tuple[OutputShapes, OutputShapes]) -> DistillMethod:
+def build(
+    name: str, layout: tuple[OutputShapes, OutputShapes], **overrides: float
+) -> DistillMethod:
     """Return method `name` for the layout, without a teacher when it needs none."""
     student, teacher = layout
     method_class = METHODS.get(name)
-    return build_method(name, student, teacher if method_class.needs_teacher else None, NUM_TRAIN)
+    return build_method(
+        name,
+        student,
+        teacher if method_class.needs_teacher else None,
+        NUM_TRAIN,
+        train_labels=TRAIN_LABELS,
+        **overrides,
+    )
 
 
 def batch_for(
@@ -73,7 +82,7 @@ def test_unknown_override_names_key_and_allowed_keys(name: str, layout) -> None:
 def test_defaults_are_accepted_as_overrides(name: str, layout) -> None:
     student, teacher = layout
     defaults = METHODS.get(name).defaults
-    method = build_method(name, student, teacher, NUM_TRAIN, **defaults)
+    method = build_method(name, student, teacher, NUM_TRAIN, train_labels=TRAIN_LABELS, **defaults)
     assert method.hparams == defaults
 
 
