@@ -269,6 +269,12 @@ def run_record_path(stage: str) -> Path:
     return RUNS_DIR / f"{name.replace('/', '_')}.json"
 
 
+def write_run_record(out: StagedOutputs, stage: str, run_id: str, figures: dict[str, Any]) -> None:
+    """Stage the untracked record of this run: stage, MLflow run id and `figures` (durations)."""
+    record = {"stage": stage, "mlflow_run_id": run_id, **figures}
+    out.path(run_record_path(stage)).write_text(json_text(record))
+
+
 def read_run_record(stage: str, root: str | Path = ".") -> dict[str, Any] | None:
     """Return the last run record of kdflow stage `stage` (its run id, durations), if any."""
     runs = Path(root) / RUNS_DIR

@@ -17,6 +17,7 @@ from torch import nn
 
 from kdflow.config import Params, params_hash
 from kdflow.data.tensors import PreparedData, load_prepared
+from kdflow.io import staged_outputs, write_run_record
 from kdflow.metrics import summarize
 from kdflow.tracking import StageRun, flatten, stage_run
 from kdflow.train.augment import Augment, build_augment
@@ -36,10 +37,15 @@ class TrainingStage:
 
     name: str
     params: Params
+    section: dict[str, Any]  # the params this stage reads: its model files carry their hash
     data: PreparedData
     device: torch.device
     run: StageRun
     started: float
+
+    def elapsed(self) -> float:
+        """Return the seconds since the stage started (for MLflow and the run record only)."""
+        return round(time.perf_counter() - self.started, 2)
 
     def seed(self, seed: int) -> None:
         """Seed every generator and apply the runtime's determinism settings."""
@@ -83,6 +89,7 @@ class TrainingStage:
         outputs: dict[str, Path],
         extra_metrics: dict[str, Any] | None = None,
         extra_model_meta: dict[str, Any] | None = None,
+        extra_run_record: dict[str, float] | None = None,
         selected_state: bool = True,
     ) -> dict[str, Any]:
         """Evaluate the selected weights on val and test, write and log outputs; return metrics.
@@ -90,6 +97,8 @@ class TrainingStage:
         `selected_state=False` means the caller already loaded the selected weights into
         `model` (a student inside a peer group, say). `extra_model_meta` joins the checkpoint's
         metadata (how to rebuild a model that is not a zoo architecture, say).
+        `extra_run_record` holds figures that differ between identical runs (durations): they
+        go to MLflow and the untracked run record, never into the metrics file.
         """
         if selected_state:
             model.load_state_dict(result.best_state)
@@ -106,33 +115,38 @@ class TrainingStage:
             "per_class_acc": test["per_class_acc"],
             "best_epoch": result.best_epoch,
             "epochs": len(result.history),
-            "train_seconds": round(time.perf_counter() - self.started, 2),
+            "stage": self.name,  # the `kdflow.stage` tag of its MLflow runs
             # CPU kernels are reproducible for a fixed thread count only: `kdflow audit
             # --rerun` reruns the stage with this many (the flow gives each stage a share).
             "torch_threads": torch.get_num_threads(),
         }
         metrics |= extra_metrics or {}
-        metrics["mlflow_run_id"] = self.run.run_id
+        # What differs between identical runs stays out of every DVC-tracked file.
+        volatile = {"train_seconds": self.elapsed(), **(extra_run_record or {})}
         model_meta = {
             "arch": arch,
             "input_shape": list(self.data.input_shape),
             "num_classes": self.data.num_classes,
             "data_hash": data_fingerprint(self.data.meta),
-            "params_hash": params_hash(self.params),
+            "params_hash": params_hash(self.section),
             "stage": self.name,
             **(extra_model_meta or {}),
         }
-        checks += write_training_outputs(
-            model=model,
-            model_meta=model_meta,
-            metrics=metrics,
-            history=result.history,
-            model_path=outputs["model"],
-            metrics_path=outputs["metrics"],
-            plots_path=outputs["plots"],
-            num_classes=self.data.num_classes,
-        )
-        self.run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
+        with staged_outputs() as out:
+            checks += write_training_outputs(
+                model=model,
+                model_meta=model_meta,
+                metrics=metrics,
+                history=result.history,
+                model_path=outputs["model"],
+                metrics_path=outputs["metrics"],
+                plots_path=outputs["plots"],
+                num_classes=self.data.num_classes,
+                out=out,
+            )
+            write_run_record(out, self.name, self.run.run_id, volatile)
+        numbers = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+        self.run.log_metrics(numbers | volatile)
         self.run.set_tags({"kdflow.validation": "passed"})
         with tempfile.TemporaryDirectory() as tmp:
             checks_file = Path(tmp) / "checks.json"
@@ -147,7 +161,7 @@ class TrainingStage:
             metrics["test_acc"],
             metrics["test_cmi"],
             metrics["epochs"],
-            metrics["train_seconds"],
+            volatile["train_seconds"],
         )
         return metrics
 
@@ -162,4 +176,4 @@ def training_stage(name: str, params: Params, section: dict[str, Any]) -> Iterat
     data = load_prepared(PREPARED, device)
     with stage_run(name, params, {"data": data_fingerprint(data.meta)}, device=str(device)) as run:
         run.log_params(flatten(section))
-        yield TrainingStage(name, params, data, device, run, started)
+        yield TrainingStage(name, params, section, data, device, run, started)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 from kdflow.config import load_params
-from stages._assembly import META, outputs, params_section, read_metrics
+from stages._assembly import META, outputs, params_section
 from stages._cli import run_stage, stage_parser
 
 
@@ -15,6 +14,7 @@ def main(args: argparse.Namespace) -> None:
     """Assemble the target from the meta model and the incubated modules, then fine-tune it."""
     params = load_params(args.params)
     from kdflow.assembly import assemble, check_module_indices, combine_module_records
+    from kdflow.assembly.assemble import recorded_time_totals
     from kdflow.io import sha256_file
     from kdflow.models import build_model
     from kdflow.train.teacher import cross_entropy_objective
@@ -45,22 +45,20 @@ def main(args: argparse.Namespace) -> None:
             on_epoch_end=stage.log_epoch(),
             label="assemble",
         )
-        totals = combine_module_records(
-            records,
-            meta_seconds=read_metrics(META["metrics"])["train_seconds"],
-            stage_seconds=round(time.perf_counter() - stage.started, 2),
-        )
+        module_stages = [f"incubate@{i}" for i in cfg.modules]
+        times = recorded_time_totals("meta", module_stages, stage.elapsed())
         stage.finish(
             model,
             result,
             arch=cfg.target,
             outputs=outputs("dma"),
             extra_metrics={
-                **totals,
+                **combine_module_records(records),
                 "assembled_val_acc": assembled["acc"],  # before fine-tuning
-                "epoch_budget": cfg.dma_e2e_optim().epochs,
+                "epoch_budget": cfg.dma_epoch_budget(),
                 "seed": cfg.seed,
             },
+            extra_run_record=times,
         )
 
 

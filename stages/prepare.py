@@ -20,7 +20,7 @@ def main(args: argparse.Namespace) -> None:
     """Prepare the configured data source and log the result to MLflow."""
     params = load_params(args.params)
     from kdflow.data.prepare import prepare
-    from kdflow.io import json_text, run_record_path, staged_outputs
+    from kdflow.io import json_text, staged_outputs, write_run_record
     from kdflow.tracking import flatten, stage_run
 
     started = time.perf_counter()
@@ -35,8 +35,7 @@ def main(args: argparse.Namespace) -> None:
             }
             out.path(METRICS).write_text(json_text(metrics))
             seconds = round(time.perf_counter() - started, 2)
-            record = {"stage": "prepare", "mlflow_run_id": run.run_id, "seconds": seconds}
-            out.path(run_record_path("prepare")).write_text(json_text(record))
+            write_run_record(out, "prepare", run.run_id, {"seconds": seconds})
         run.log_params(flatten(params.data.model_dump(), "data."))
         run.log_metrics({f"rows_{s}": n for s, n in meta["rows"].items()} | {"seconds": seconds})
         run.set_tags({f"kdflow.output.{s}": h for s, h in meta["hashes"].items()})

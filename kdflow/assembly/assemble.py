@@ -11,7 +11,7 @@ from kdflow.errors import KdflowError
 from kdflow.models.base import KDModel
 
 # Per-module figures copied from each module stage's metrics into the assembled model's.
-MODULE_KEYS = ("val_acc", "test_acc", "best_epoch", "epochs", "train_seconds", "mlflow_run_id")
+MODULE_KEYS = ("val_acc", "test_acc", "best_epoch", "epochs", "stage")
 
 
 def assemble(
@@ -49,21 +49,26 @@ def assemble(
     return skeleton
 
 
-def combine_module_records(
-    module_metrics: Sequence[dict[str, Any]], *, meta_seconds: float, stage_seconds: float
-) -> dict[str, Any]:
-    """Return the per-module figures and the training-time totals of an assembled model.
+def combine_module_records(module_metrics: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Return the per-module figures of an assembled model (all of them reproducible)."""
+    return {
+        "modules": [
+            {"module": i, **{k: m[k] for k in MODULE_KEYS if k in m}}
+            for i, m in enumerate(module_metrics)
+        ]
+    }
+
+
+def training_time_totals(
+    meta_seconds: float, module_seconds: Sequence[float], stage_seconds: float
+) -> dict[str, float]:
+    """Return the training-time totals of an assembled model (for MLflow, never a DVC output).
 
     `train_seconds` is the compute spent, every stage one after another (meta model, each
     module stage, this stage); `train_seconds_parallel` is the wall time when the K module
     stages run side by side, as they may (they depend on the meta model only).
     """
-    module_seconds = [float(m["train_seconds"]) for m in module_metrics]
     return {
-        "modules": [
-            {"module": i, **{k: m[k] for k in MODULE_KEYS if k in m}}
-            for i, m in enumerate(module_metrics)
-        ],
         "meta_seconds": meta_seconds,
         "module_seconds_sum": round(sum(module_seconds), 2),
         "module_seconds_max": max(module_seconds),
@@ -71,3 +76,20 @@ def combine_module_records(
         "train_seconds": round(meta_seconds + sum(module_seconds) + stage_seconds, 2),
         "train_seconds_parallel": round(meta_seconds + max(module_seconds) + stage_seconds, 2),
     }
+
+
+def recorded_time_totals(
+    meta_stage: str, module_stages: Sequence[str], stage_seconds: float
+) -> dict[str, float]:
+    """Return training_time_totals from the upstream stages' run records ({} if one lacks it).
+
+    The records (`.kdflow/runs/`) are untracked: outputs restored from a DVC cache have none.
+    """
+    from kdflow.io import read_run_record
+
+    records = [read_run_record(s) for s in (meta_stage, *module_stages)]
+    seconds = [r.get("train_seconds") if r else None for r in records]
+    if not all(isinstance(s, int | float) for s in seconds):
+        return {}
+    meta_seconds, *module_seconds = (float(s) for s in seconds)  # type: ignore[arg-type]
+    return training_time_totals(meta_seconds, module_seconds, stage_seconds)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ import torch
 from torch import nn
 
 from kdflow.errors import KdflowError
-from kdflow.io import atomic_path
+from kdflow.io import StagedOutputs, staged_outputs
 from kdflow.models import build_model
 from kdflow.models.base import KDModel
 
@@ -30,13 +31,35 @@ def data_expectations(meta: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def save_model(path: str | Path, model: nn.Module, meta: dict[str, Any]) -> None:
-    """Write the model's weights with `meta` (arch, input_shape, num_classes…) atomically."""
+def torch_bytes(obj: Any) -> bytes:
+    """Return `obj` serialised by torch.save, the same bytes for the same object every time."""
+    # Saved to a path, the zip archive's root folder is the file's name (a random temp name
+    # here); saved to a buffer it is always "archive". A buffer also lets the write itself
+    # raise OSError with its errno, which torch's own file writer loses.
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def save_model(
+    path: str | Path,
+    model: nn.Module,
+    meta: dict[str, Any],
+    out: StagedOutputs | None = None,
+) -> None:
+    """Write the model's weights with `meta` (arch, input_shape, num_classes…) atomically.
+
+    With `out` the file joins that staging and appears when the stage's other outputs do.
+    """
     missing = [k for k in META_KEYS if k not in meta]
     if missing:
         raise ValueError(f"model metadata lacks {missing}")
-    with atomic_path(path) as tmp:
-        torch.save({"meta": meta, "state_dict": model.state_dict()}, tmp)
+    data = torch_bytes({"meta": meta, "state_dict": model.state_dict()})
+    if out is None:
+        with staged_outputs() as own:
+            own.path(path).write_bytes(data)
+    else:
+        out.path(path).write_bytes(data)
 
 
 def read_model_file(

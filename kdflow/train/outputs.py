@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ import torch
 from torch import nn
 
 from kdflow.errors import KdflowError
-from kdflow.io import write_json, write_tsv
+from kdflow.io import StagedOutputs, json_text, staged_outputs, tsv_text
 from kdflow.train.checkpoint import save_model
 
 UNIT_INTERVAL_SUFFIXES = ("_acc", "_ece")
@@ -45,13 +46,19 @@ def write_training_outputs(
     metrics_path: str | Path,
     plots_path: str | Path,
     num_classes: int,
+    out: StagedOutputs | None = None,
 ) -> list[str]:
-    """Check the metrics, then write model, metrics JSON and per-epoch TSV; return checks run."""
+    """Check the metrics, then write model, metrics JSON and per-epoch TSV; return checks run.
+
+    The three appear together or, when any write fails, not at all; with `out` they join
+    that staging (and appear when its other outputs do).
+    """
     checks = check_metrics(metrics, num_classes, metrics_path)
     metrics = {**metrics, "validation": "passed"}
-    save_model(model_path, model, model_meta)
-    write_tsv(plots_path, history)
-    write_json(metrics_path, metrics)
+    with contextlib.nullcontext(out) if out is not None else staged_outputs() as staged:
+        save_model(model_path, model, model_meta, staged)
+        staged.path(plots_path).write_text(tsv_text(history))
+        staged.path(metrics_path).write_text(json_text(metrics))
     return checks
 
 

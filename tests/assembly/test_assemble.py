@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from kdflow.assembly import assemble, combine_module_records, incubation_model
+from kdflow.assembly.assemble import recorded_time_totals, training_time_totals
 from kdflow.errors import KdflowError
 from kdflow.models.resnet import ResNet
 from kdflow.train.checkpoint import load_model, save_model
@@ -85,20 +86,41 @@ def test_modules_of_another_architecture_are_refused():
         assemble(seeded("resnet14", SIGNAL), list(deeper)[:2])
 
 
-def test_training_time_counts_every_module_and_the_slowest():
+def test_module_records_keep_only_reproducible_figures():
     records = [
-        {"module": i, "val_acc": 0.5, "test_acc": 0.4, "train_seconds": s, "extra": 1}
+        {"module": i, "val_acc": 0.5, "test_acc": 0.4, "train_seconds": s, "stage": f"m@{i}"}
         for i, s in enumerate([2.0, 5.0, 3.0])
     ]
 
-    totals = combine_module_records(records, meta_seconds=4.0, stage_seconds=6.0)
+    combined = combine_module_records(records)
+
+    assert combined == {
+        "modules": [
+            {"module": i, "val_acc": 0.5, "test_acc": 0.4, "stage": f"m@{i}"} for i in range(3)
+        ]
+    }
+
+
+def test_training_time_counts_every_module_and_the_slowest():
+    totals = training_time_totals(4.0, [2.0, 5.0, 3.0], 6.0)
 
     assert totals["train_seconds"] == 4.0 + 10.0 + 6.0
     assert totals["train_seconds_parallel"] == 4.0 + 5.0 + 6.0
     assert totals["module_seconds_sum"] == 10.0 and totals["module_seconds_max"] == 5.0
-    assert totals["modules"][1] == {
-        "module": 1,
-        "val_acc": 0.5,
-        "test_acc": 0.4,
-        "train_seconds": 5.0,
-    }
+
+
+def test_time_totals_come_from_the_run_records_or_not_at_all(tmp_path, monkeypatch):
+    from kdflow.io import RUNS_DIR, json_text
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+    (tmp_path / RUNS_DIR).mkdir(parents=True)
+    for stage, seconds in (("meta", 4.0), ("incubate@0", 2.0), ("incubate@1", 5.0)):
+        record = {"stage": stage, "train_seconds": seconds}
+        (tmp_path / RUNS_DIR / f"{stage}.json").write_text(json_text(record))
+
+    totals = recorded_time_totals("meta", ["incubate@0", "incubate@1"], 1.0)
+
+    assert totals["train_seconds"] == 12.0 and totals["train_seconds_parallel"] == 10.0
+    # A module restored from the DVC cache has no record: no totals rather than wrong ones.
+    assert recorded_time_totals("meta", ["incubate@0", "incubate@2"], 1.0) == {}

@@ -17,6 +17,7 @@ from tests.helpers import copy_repo, git, set_params
 from tests.robustness.helpers import (
     DISTILL_ARGS,
     DISTILL_NAME,
+    DISTILL_RECORD,
     PYTHON,
     TINY,
     copy_workspace,
@@ -81,5 +82,6 @@ def distill_reference(
         "uri": uri,
         "stderr": done.stderr,
         "metrics": read_json(repo / "metrics" / "distill" / f"{DISTILL_NAME}.json"),
+        "run_id": read_json(repo / DISTILL_RECORD)["mlflow_run_id"],
         "tsv": (repo / "plots" / "distill" / f"{DISTILL_NAME}.tsv").read_text(),
     }

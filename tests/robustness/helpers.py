@@ -30,8 +30,10 @@ TINY = {
 }
 # Everything a stage may write; a failed or interrupted stage must leave all of it as it was.
 OUTPUT_DIRS = ("models", "metrics", "plots", "reports", "data/prepared", "checkpoints")
-# Wall time and the MLflow run id differ between two identical runs by nature.
-VOLATILE = {"train_seconds", "mlflow_run_id"}
+# Wall time and the MLflow run id differ between two identical runs by nature: they are in
+# the untracked run record (.kdflow/runs/<stage>.json), never in an output.
+VOLATILE: frozenset[str] = frozenset()
+DISTILL_RECORD = Path(".kdflow") / "runs" / f"distill@{DISTILL_NAME}.json"
 
 
 def stage_command(name: str, *args: str) -> list[str]:

@@ -22,6 +22,7 @@ from tests.helpers import set_params
 from tests.robustness.helpers import (
     DISTILL_ARGS,
     DISTILL_NAME,
+    DISTILL_RECORD,
     VENV_BIN,
     comparable,
     copy_workspace,
@@ -72,7 +73,7 @@ def test_tracking_not_required_falls_back_to_the_local_store_with_a_warning(
     assert experiment is not None
     (stage_run,) = client.search_runs([experiment.experiment_id])
     assert stage_run.info.status == "FINISHED"
-    assert stage_run.info.run_id == distill_reference["metrics"]["mlflow_run_id"]
+    assert stage_run.info.run_id == distill_reference["run_id"]
     assert stage_run.data.metrics["test_acc"] == distill_reference["metrics"]["test_acc"]
 
 
@@ -121,11 +122,12 @@ def test_server_dying_mid_run_loses_no_output_and_reports_what_was_not_logged(
     assert all(path.is_file() for path in outputs.values())
     metrics = read_json(outputs["metrics"])
     assert comparable(metrics) == comparable(distill_reference["metrics"])
+    run_id = read_json(repo / DISTILL_RECORD)["mlflow_run_id"]
     assert outputs["plots"].read_text() == distill_reference["tsv"]
     lines = stderr.splitlines()
     assert sum("MLflow logging failed" in line for line in lines) == 1, stderr
     report = re.fullmatch(
-        rf"MLflow run {metrics['mlflow_run_id']} at {re.escape(uri)} is missing (\d+) logged "
+        rf"MLflow run {run_id} at {re.escape(uri)} is missing (\d+) logged "
         r"item\(s\) \((.+)\) and was not closed there \(it shows RUNNING\); "
         r"the stage's outputs are written",
         lines[-1],
@@ -134,7 +136,7 @@ def test_server_dying_mid_run_loses_no_output_and_reports_what_was_not_logged(
     assert "metrics" in report.group(2) and "artifact" in report.group(2)
     # What reached the server before it died is in its store; the run could not be closed.
     client = MlflowClient(tracking_uri=f"sqlite:///{store}")
-    run_info = client.get_run(metrics["mlflow_run_id"])
+    run_info = client.get_run(run_id)
     assert run_info.info.status == "RUNNING"
     steps = {m.step for m in client.get_metric_history(run_info.info.run_id, "train_loss")}
     assert 1 in steps

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import tempfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -38,6 +40,26 @@ def trained_file(tmp_path: Path) -> tuple[Path, torch.nn.Module, torch.Tensor]:
     path = tmp_path / "models" / "teacher.pt"
     save_model(path, model, META)
     return path, model, inputs
+
+
+def test_the_same_weights_give_the_same_bytes_whatever_the_temp_name(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    model = build_model("cnn3", INPUT_SHAPE, 10)
+    names = iter(["aaaa", "zzzzzzzz"])
+    real_mkstemp = tempfile.mkstemp
+
+    def mkstemp(prefix: str = "", suffix: str = "", dir: str | None = None) -> tuple[int, str]:
+        # Two different temp names, as two runs get: torch.save to a path would put each
+        # name into the archive.
+        return real_mkstemp(prefix=prefix + next(names), suffix=suffix, dir=dir)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    save_model(tmp_path / "a" / "m.pt", model, META)
+    save_model(tmp_path / "b" / "m.pt", model, META)
+
+    first, second = (tmp_path / d / "m.pt" for d in ("a", "b"))
+    assert first.read_bytes() == second.read_bytes()
+    assert {n.split("/")[0] for n in zipfile.ZipFile(first).namelist()} == {"archive"}
 
 
 def test_round_trip_gives_identical_logits(trained_file):
