@@ -21,12 +21,12 @@ from kdflow.losses import METHODS
 from kdflow.losses.base import (
     FEATURE_DEFAULTS,
     LOGIT_KD_RANGES,
+    WEIGHT,
     DistillBatch,
     FeatureDistillMethod,
     OutputShapes,
 )
 from kdflow.losses.functional import pool_to_common_size
-from kdflow.losses.hparams import WEIGHT
 
 
 def attention_map(features: Tensor) -> Tensor:

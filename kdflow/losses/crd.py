@@ -36,13 +36,17 @@ from torch import Tensor, nn
 from kdflow.errors import KdflowError
 from kdflow.losses import METHODS
 from kdflow.losses.base import (
+    COUNT,
     FEATURE_DEFAULTS,
     LOGIT_KD_RANGES,
+    MOMENTUM,
+    POSITIVE,
+    SEED,
+    WEIGHT,
     DistillBatch,
     FeatureDistillMethod,
     OutputShapes,
 )
-from kdflow.losses.hparams import COUNT, MOMENTUM, POSITIVE, SEED, WEIGHT
 
 NCE_EPS = 1e-7  # RepDistiller's ContrastLoss guard on the NCE ratios
 SEED_BOUND = 2**62  # each step's seed for the on-device draws is below this

@@ -21,9 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kdflow.losses import METHODS
-from kdflow.losses.base import DistillBatch, DistillMethod
+from kdflow.losses.base import EPOCHS, POSITIVE, WEIGHT, DistillBatch, DistillMethod
 from kdflow.losses.functional import cross_entropy, kl_divergence
-from kdflow.losses.hparams import EPOCHS, POSITIVE, WEIGHT
 
 # Subtracted from the target logit (after dividing by T) to drop it from the non-target softmax.
 TARGET_MASK_OFFSET = 1000.0

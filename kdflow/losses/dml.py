@@ -14,9 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kdflow.losses import METHODS
-from kdflow.losses.base import DistillBatch, DistillMethod
+from kdflow.losses.base import WEIGHT, DistillBatch, DistillMethod
 from kdflow.losses.functional import cross_entropy, kl_divergence
-from kdflow.losses.hparams import WEIGHT
 
 
 @METHODS.register("dml")

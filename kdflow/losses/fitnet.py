@@ -33,11 +33,11 @@ from kdflow.losses import METHODS
 from kdflow.losses.base import (
     FEATURE_DEFAULTS,
     LOGIT_KD_RANGES,
+    WEIGHT,
     DistillBatch,
     FeatureDistillMethod,
     OutputShapes,
 )
-from kdflow.losses.hparams import WEIGHT
 
 
 def hint_stage(num_stages: int) -> int:

@@ -17,11 +17,11 @@ from kdflow.losses import METHODS
 from kdflow.losses.base import (
     FEATURE_DEFAULTS,
     LOGIT_KD_RANGES,
+    WEIGHT,
     DistillBatch,
     FeatureDistillMethod,
 )
 from kdflow.losses.functional import kl_divergence
-from kdflow.losses.hparams import WEIGHT
 
 
 def cosine_kernel(embedding: Tensor) -> Tensor:

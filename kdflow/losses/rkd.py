@@ -18,10 +18,10 @@ from kdflow.losses import METHODS
 from kdflow.losses.base import (
     FEATURE_DEFAULTS,
     LOGIT_KD_RANGES,
+    WEIGHT,
     DistillBatch,
     FeatureDistillMethod,
 )
-from kdflow.losses.hparams import WEIGHT
 
 DISTANCE_FLOOR = 1e-12  # squared distances are clamped here so sqrt keeps a finite gradient
 

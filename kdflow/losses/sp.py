@@ -17,10 +17,10 @@ from kdflow.losses import METHODS
 from kdflow.losses.base import (
     FEATURE_DEFAULTS,
     LOGIT_KD_RANGES,
+    WEIGHT,
     DistillBatch,
     FeatureDistillMethod,
 )
-from kdflow.losses.hparams import WEIGHT
 
 
 def similarity_matrix(features: Tensor) -> Tensor:

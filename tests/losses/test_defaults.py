@@ -12,8 +12,7 @@ import torch
 
 from kdflow.errors import KdflowError
 from kdflow.losses import METHODS, build_method, method_label
-from kdflow.losses.base import DistillMethod
-from kdflow.losses.hparams import COUNT, MOMENTUM, POSITIVE, WEIGHT, Range
+from kdflow.losses.base import COUNT, MOMENTUM, POSITIVE, WEIGHT, DistillMethod, Range
 from tests.losses.conftest import LAYOUTS, NUM_TRAIN, TRAIN_LABELS
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "algorithms.md"
