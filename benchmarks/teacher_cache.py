@@ -48,7 +48,9 @@ def timed_fit(method_name: str, teacher, train: Split, args, cached: bool) -> fl
         probe = train.x[:2]
         student_shapes = OutputShapes.measure(student.eval().forward_features(probe))
         teacher_shapes = OutputShapes.measure(teacher.forward_features(probe))
-    method = build_method(method_name, student_shapes, teacher_shapes, len(train))
+    method = build_method(
+        method_name, student_shapes, teacher_shapes, len(train), train_labels=train.y
+    )
     val = Split(train.x[:10], train.y[:10], train.ids[:10])
     stamps: list[float] = []
     start = time.perf_counter()

@@ -121,6 +121,7 @@ def main(args: argparse.Namespace) -> None:
             student_shapes,
             teacher_shapes,
             len(train),
+            train_labels=train.y,  # methods that sample by class (CRD's negatives) need them
             **method_settings,
         ).to(stage.device)
         augment = stage.augment()
