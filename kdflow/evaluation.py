@@ -11,6 +11,7 @@ import polars as pl
 import torch
 
 from kdflow.data.tensors import PreparedData
+from kdflow.data.validation import compact_outcome
 from kdflow.errors import KdflowError
 from kdflow.metrics import summarize
 from kdflow.train.checkpoint import data_expectations, load_model
@@ -20,33 +21,60 @@ from kdflow.train.trainer import predict
 # The final models of model assembly; the meta model and per-module checkpoints beside them
 # are intermediate products, not classifiers to compare.
 ASSEMBLY_MODELS = ("dma", "dma_e2e", "m2m", "m2m_e2e")
+TEACHERS = ("mll", "mcmi")  # the two teacher stages always run
+
+# What a record copies from its stage's metrics: the grid coordinates and the stage's name
+# (the `kdflow.stage` tag of its MLflow runs).
+STAGE_KEYS = ("stage", "teacher", "method", "protocol", "seed")
 
 
-# What a record copies from its stage's metrics: the grid coordinates and the training time.
-STAGE_KEYS = ("teacher", "method", "protocol", "seed", "train_seconds", "train_seconds_parallel")
+def grid_models(
+    teachers: list[str], methods: list[str], protocols: list[str], seeds: list[int]
+) -> list[str]:
+    """Return the `<kind>/<name>` of every model of the current grid, each kind sorted.
+
+    Students are `<teacher>-<method>-<protocol>-s<seed>` for distill.teachers × methods ×
+    protocols × seeds, plus the no-teacher baseline `none-none-<protocol>-s<seed>`.
+    """
+    students = [
+        f"{teacher}-{method}-{protocol}-s{seed}"
+        for teacher, method in [*((t, m) for t in teachers for m in methods), ("none", "none")]
+        for protocol in protocols
+        for seed in seeds
+    ]
+    return [
+        *(f"teacher/{t}" for t in sorted(TEACHERS)),
+        *(f"distill/{s}" for s in sorted(set(students))),
+        *(f"assembly/{a}" for a in sorted(ASSEMBLY_MODELS)),
+    ]
 
 
-def find_models(models_dir: Path, metrics_dir: Path) -> list[dict[str, Any]]:
-    """Return one entry per trained model: name, kind, model path and its stage's metrics."""
-    entries = []
-    for kind in ("teacher", "distill", "assembly"):
-        paths = sorted((models_dir / kind).glob("*.pt"))
-        if kind == "assembly":
-            paths = [p for p in paths if p.stem in ASSEMBLY_MODELS]
-        for path in paths:
-            metrics_path = metrics_dir / kind / f"{path.stem}.json"
-            if not metrics_path.is_file():
-                raise KdflowError(f"{path} has no metrics file {metrics_path}; rerun its stage")
-            entries.append(
-                {
-                    "name": f"{kind}/{path.stem}",
-                    "kind": kind,
-                    "model": path,
-                    "stage_metrics": json.loads(metrics_path.read_text()),
-                }
-            )
-    if not entries:
-        raise KdflowError(f"no trained models under {models_dir}; run the training stages first")
+def find_models(models_dir: Path, metrics_dir: Path, names: list[str]) -> list[dict[str, Any]]:
+    """Return one entry per named model: name, kind, model path and its stage's metrics.
+
+    Only the named models count: a file left over from an older grid is never evaluated.
+    """
+    entries, missing = [], []
+    for name in names:
+        kind = name.split("/")[0]
+        path, metrics_path = models_dir / f"{name}.pt", metrics_dir / f"{name}.json"
+        if not path.is_file() or not metrics_path.is_file():
+            missing.append(str(path if not path.is_file() else metrics_path))
+            continue
+        entries.append(
+            {
+                "name": name,
+                "kind": kind,
+                "model": path,
+                "stage_metrics": json.loads(metrics_path.read_text()),
+            }
+        )
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise KdflowError(
+            f"the params grid has no trained model for {', '.join(missing[:3])}{more}; "
+            "run the training stages first (dvc repro)"
+        )
     return entries
 
 
@@ -151,7 +179,7 @@ def validate_evaluation(
             .get_batch(batch_parameters={"dataframe": frame.to_pandas()})
         )
         outcome = batch.validate(suite, result_format="SUMMARY").to_json_dict()
-        report[name] = outcome
+        report[name] = compact_outcome(outcome)
         for result in outcome["results"]:
             if not result["success"]:
                 config = result["expectation_config"]

@@ -1,4 +1,8 @@
-"""DVC stage `report`: metrics/eval.json and the stage metrics → reports/report.md and .html."""
+"""DVC stage `report`: metrics/eval.json → reports/report.md, .html, figures, metrics/summary.json.
+
+Reads the params keys distill.student, distill.select, distill.protocols,
+distill.protocol_params.fewshot.fraction and teacher.model, nothing else.
+"""
 
 from __future__ import annotations
 
@@ -6,74 +10,74 @@ import argparse
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 from kdflow.config import load_params
 from stages._cli import run_stage, stage_parser
 
 REPORTS = Path("reports")
+EVAL = Path("metrics/eval.json")
+SUMMARY = Path("metrics/summary.json")
 log = logging.getLogger(__name__)
-
-
-def _sha256(path: Path) -> str:
-    from kdflow.io import sha256_file
-
-    return sha256_file(path)
+HTML_HEAD = (
+    "<!doctype html><meta charset='utf-8'><title>kdflow report</title>"
+    "<style>body{font-family:sans-serif;max-width:60em;margin:auto}"
+    "table{border-collapse:collapse}"
+    "td,th{border:1px solid #ccc;padding:2px 6px}</style>"
+)
 
 
 def main(args: argparse.Namespace) -> None:
-    """Build the report's Markdown, HTML and figures atomically."""
+    """Build the report's Markdown, HTML, figures and summary; all appear together or none."""
     params = load_params(args.params)
     import markdown
 
     from kdflow.config import params_hash
     from kdflow.data.tensors import read_meta
     from kdflow.errors import KdflowError
-    from kdflow.io import atomic_dir, atomic_path
+    from kdflow.io import json_text, sha256_file, staged_outputs, write_run_record
     from kdflow.report.build import build_report
-    from kdflow.tracking import lineage_tags, stage_run
+    from kdflow.report.tables import summary
+    from kdflow.tracking import stage_run
 
-    eval_path = Path("metrics/eval.json")
-    if not eval_path.is_file():
-        raise KdflowError(f"{eval_path} not found; run the evaluate stage first")
-    evaluation = json.loads(eval_path.read_text())
-    records = list(evaluation["models"].values())
-    runs = {}
-    for record in records:
-        kind, name = record["name"].split("/")
-        stage_metrics = json.loads(Path(f"metrics/{kind}/{name}.json").read_text())
-        runs[record["name"]] = stage_metrics.get("mlflow_run_id", "unknown")
-    tags = lineage_tags("report", params, {}, Path("."))
-    provenance = {
-        "git_commit": tags["kdflow.git_commit"],
-        "params_hash": params_hash(params),
-        "runs": runs,
+    started = time.perf_counter()
+    if not EVAL.is_file():
+        raise KdflowError(f"{EVAL} not found; run the evaluate stage first")
+    records = list(json.loads(EVAL.read_text())["models"].values())
+    distill = params.distill
+    settings = {
+        "distill": {
+            "student": distill.student,
+            "select": distill.select,
+            "protocols": list(distill.protocols),
+            "fewshot_fraction": distill.fewshot_fraction,
+        },
+        "teacher": {"model": params.teacher.model},
     }
-    with stage_run("report", params, {"eval": _sha256(eval_path)}) as run:
-        with atomic_dir(REPORTS / "figures") as figures:
+    with stage_run("report", params, {"eval": sha256_file(EVAL)}) as run:
+        with staged_outputs() as out:
             text = build_report(
                 records,
                 meta=read_meta("data/prepared"),
-                params=params.model_dump(by_alias=True),
-                provenance=provenance,
-                figures=figures,
+                params=settings,
+                provenance={"params_hash": params_hash(settings)},
+                figures=out.dir(REPORTS / "figures"),
             )
             # Every evaluated model must appear; otherwise nothing is written.
-            missing = [name for name in runs if name not in text]
+            missing = [r["name"] for r in records if r["name"] not in text]
             if missing:
                 raise KdflowError(f"report lacks models {missing[:3]}; not written")
-        html = markdown.markdown(text, extensions=["tables"])
-        with atomic_path(REPORTS / "report.html") as tmp:
-            tmp.write_text(
-                "<!doctype html><meta charset='utf-8'><title>kdflow report</title>"
-                "<style>body{font-family:sans-serif;max-width:60em;margin:auto}"
-                "table{border-collapse:collapse}"
-                "td,th{border:1px solid #ccc;padding:2px 6px}</style>" + html
-            )
-        with atomic_path(REPORTS / "report.md") as tmp:
-            tmp.write_text(text)
+            html = markdown.markdown(text, extensions=["tables"])
+            out.path(REPORTS / "report.html").write_text(HTML_HEAD + html)
+            out.path(REPORTS / "report.md").write_text(text)
+            out.path(SUMMARY).write_text(json_text(summary(records)))
+            seconds = round(time.perf_counter() - started, 2)
+            write_run_record(out, "report", run.run_id, {"seconds": seconds})
+        run.log_metrics({"seconds": seconds})
         run.set_tags({"kdflow.validation": "passed"})
         run.log_artifact(REPORTS / "report.md")
+        run.log_artifact(SUMMARY)
     log.info("report: %s", (REPORTS / "report.md").resolve())
 
 

@@ -53,3 +53,29 @@ def teacher_gains(groups: dict[tuple, list[float]], protocol: str) -> list[dict[
             }
         )
     return rows
+
+
+SUMMARY_DIGITS = 4  # a summary for people and `dvc metrics diff`; eval.json has every digit
+
+
+def summary(records: list[dict[str, Any]]) -> dict[str, float | int]:
+    """Return the headline numbers under flat, stable keys (metrics/summary.json).
+
+    `teacher.<t>.test_acc|test_cmi`, `student.<teacher>-<method>-<protocol>.acc_mean|acc_std|n`
+    (over seeds; the no-teacher baseline is teacher `none`), `assembly.<model>.test_acc`.
+    """
+    out: dict[str, float | int] = {}
+    for record in records:
+        kind, name = record["name"].split("/", 1)
+        if kind == "teacher":
+            out[f"teacher.{name}.test_acc"] = round(record["test_acc"], SUMMARY_DIGITS)
+            out[f"teacher.{name}.test_cmi"] = round(record["test_cmi"], SUMMARY_DIGITS)
+        elif kind == "assembly":
+            out[f"assembly.{name}.test_acc"] = round(record["test_acc"], SUMMARY_DIGITS)
+    for (teacher, method, protocol), values in group_students(records).items():
+        mean, std = mean_std(values)
+        cell = f"student.{teacher}-{method}-{protocol}"
+        out[f"{cell}.acc_mean"] = round(mean, SUMMARY_DIGITS)
+        out[f"{cell}.acc_std"] = round(std, SUMMARY_DIGITS)
+        out[f"{cell}.n"] = len(values)
+    return dict(sorted(out.items()))

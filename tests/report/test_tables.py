@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from kdflow.report.tables import fmt, group_students, mean_std, teacher_gains
+from kdflow.report.tables import fmt, group_students, mean_std, summary, teacher_gains
 
 
 def _student(teacher: str, method: str, protocol: str, seed: int, **values: float) -> dict:
@@ -124,3 +124,30 @@ def test_a_single_seed_is_never_significant():
 def test_teacher_gains_of_a_protocol_without_both_teachers_is_empty():
     assert teacher_gains({("none", "none", "full"): [0.5, 0.6]}, "full") == []
     assert teacher_gains({("mll", "kd", "full"): [0.5, 0.6]}, "fewshot") == []
+
+
+def test_summary_has_flat_stable_keys_for_every_teacher_cell_and_assembled_model():
+    records = [
+        {"name": "teacher/mll", "kind": "teacher", "test_acc": 0.912345, "test_cmi": 0.0512345},
+        {"name": "assembly/dma", "kind": "assembly", "test_acc": 0.8},
+        _student("mll", "kd", "full", 0, test_acc=0.8),
+        _student("mll", "kd", "full", 1, test_acc=0.9),
+        _student("none", "none", "full", 0, test_acc=0.7),
+    ]
+
+    result = summary(records)
+
+    assert result == {
+        "assembly.dma.test_acc": 0.8,
+        "student.mll-kd-full.acc_mean": 0.85,
+        "student.mll-kd-full.acc_std": round(math.sqrt(0.005), 4),
+        "student.mll-kd-full.n": 2,
+        "student.none-none-full.acc_mean": 0.7,
+        "student.none-none-full.acc_std": 0.0,
+        "student.none-none-full.n": 1,
+        "teacher.mll.test_acc": 0.9123,
+        "teacher.mll.test_cmi": 0.0512,
+    }
+    assert list(result) == sorted(result)
+    # The order of the records (seeds) does not change a digit.
+    assert summary(records[::-1]) == result
