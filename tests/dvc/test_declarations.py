@@ -80,7 +80,7 @@ def test_each_stage_declares_exactly_the_params_keys_it_reads(
             problems.append(f"{name} reads undeclared params {undeclared}")
         if unread:
             problems.append(f"{name} declares params it never reads {unread}")
-    assert problems == []
+    assert problems == [], "\n".join(problems)
 
 
 def test_each_stage_declares_exactly_the_code_it_imports(
@@ -96,7 +96,7 @@ def test_each_stage_declares_exactly_the_code_it_imports(
             problems.append(f"{name} imports undeclared {sorted(imported - declared)}")
         if declared - imported:
             problems.append(f"{name} declares code it never imports {sorted(declared - imported)}")
-    assert problems == []
+    assert problems == [], "\n".join(problems)
 
 
 def test_each_stage_declares_exactly_the_data_it_reads(
@@ -121,7 +121,7 @@ def test_each_stage_declares_exactly_the_data_it_reads(
             problems.append(f"{name} reads undeclared {undeclared}")
         if unread:
             problems.append(f"{name} declares data it never reads {unread}")
-    assert problems == []
+    assert problems == [], "\n".join(problems)
 
 
 def _imported_loss_files(method: str) -> subprocess.Popen[str]:
