@@ -1,4 +1,4 @@
-"""Modular models: Deep Model Assembling (ALGORITHMS §7) and m2mKD (ALGORITHMS §8).
+"""Modular models: Deep Model Assembling and m2mKD (docs/algorithms.md).
 
 A zoo model is a stem, K stage modules and a head (`KDModel.split`). Both methods train
 the K modules independently inside a shared, frozen *meta model* (the same stem and head,
@@ -6,9 +6,10 @@ each module replaced by one shallow layer of the same shape), then chain them:
 
 - `meta`: build the meta model of a target network (`build_meta_model`);
 - `hybrid`: the meta model with one module swapped in, all else frozen (`HybridModel`);
+  module 0 brings its network's stem and module K−1 its head, as in the official code;
 - `stitch`: 1×1 convs or linears that adapt widths between networks (`StitchedModule`);
 - `m2m`: the module-to-module KD pair and its loss (`M2MObjective`);
-- `assemble`: chain trained modules into one network (`assemble`);
+- `assemble`: chain trained modules into one network, stem and head included (`assemble`);
 - `checkpoint`: write and read the meta and per-module checkpoints.
 
 One meta model serves both methods. DMA needs the meta model of its target; an m2mKD teacher
@@ -21,11 +22,12 @@ resnet14 serves both. A second meta model built from the teacher would lift that
 for the price of another stage and another meta model to train; at these defaults it would
 be a copy of the first.
 
-Where the published m2mKD and ALGORITHMS §8 differ: the paper first incubates each teacher
-module in the meta model (its preparation step), §8 uses the raw module. The raw module does
-not fit the meta model's other layers (measured on MNIST-1D: its teacher path classifies at
-9–20%, chance is 10%), so `assembly.teacher_incubate_epochs` (default 2) runs that step inside
-each m2m stage; 0 gives §8 as written. The teacher module is frozen while it teaches either way.
+m2mKD's teacher modules come, in the paper, from a teacher trained by Deep Model Assembling
+in the same meta model (its preparation step); kdflow's MLL teacher is trained end to end, and
+its raw modules do not fit the meta model's other layers (measured on MNIST-1D: its teacher
+path classifies at 9–20%, chance is 10%), so `assembly.teacher_incubate_epochs` (default 2)
+first incubates each teacher module inside each m2m stage; 0 uses the raw module. The teacher
+module is frozen while it teaches either way.
 """
 
 from kdflow.assembly.assemble import assemble, combine_module_records

@@ -1,4 +1,4 @@
-"""Assembly (§7.3, §8): chain independently trained modules into one network, and account for it."""
+"""Assembly: chain independently trained modules into one network, and account for it."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import nn
 
+from kdflow.assembly.hybrid import HybridModel
 from kdflow.errors import KdflowError
 from kdflow.models.base import KDModel
 
@@ -14,36 +15,38 @@ from kdflow.models.base import KDModel
 MODULE_KEYS = ("val_acc", "test_acc", "best_epoch", "epochs", "stage")
 
 
-def assemble(
-    skeleton: KDModel,
-    modules: Sequence[nn.Module],
-    *,
-    stem: nn.Module | None = None,
-    head: nn.Module | None = None,
-) -> KDModel:
-    """Return `skeleton` with the weights of `modules` (and of `stem`, `head` when given) loaded.
+def assemble(skeleton: KDModel, hybrids: Sequence[HybridModel]) -> KDModel:
+    """Return `skeleton` with the trained parts of the K module hybrids loaded, in order.
 
-    The result is an ordinary zoo model of the skeleton's architecture, so it is saved,
-    loaded and evaluated like any other.
+    Module 0's hybrid gives the stem, module K−1's the head, each hybrid its stage (stitches
+    dropped): every tensor of the result comes from a trained module checkpoint, none from
+    the skeleton's initialisation or the meta model. The result is an ordinary zoo model of
+    the skeleton's architecture, so it is saved, loaded and evaluated like any other.
     """
-    if len(modules) != len(skeleton.stages):
+    name = type(skeleton).__name__
+    if len(hybrids) != len(skeleton.stages):
         raise KdflowError(
-            f"cannot assemble {len(modules)} modules into {type(skeleton).__name__} with "
-            f"{len(skeleton.stages)} stages"
+            f"cannot assemble {len(hybrids)} modules into {name} with {len(skeleton.stages)} stages"
         )
-    parts: list[tuple[str, nn.Module, nn.Module | None]] = [
-        (f"stage {i}", stage, module)
-        for i, (stage, module) in enumerate(zip(skeleton.stages, modules, strict=True))
+    indices = [hybrid.index for hybrid in hybrids]
+    if indices != list(range(len(hybrids))):
+        raise KdflowError(f"the modules to assemble are modules {indices}, not 0..K−1 in order")
+    if not hybrids[0].owns_stem or not hybrids[-1].owns_head:
+        raise KdflowError(
+            "module 0 must carry the trained stem and the last module the trained head; "
+            "rerun the module stages with the current code"
+        )
+    parts: list[tuple[str, nn.Module, nn.Module]] = [
+        (f"stage {i}", stage, hybrid.stage)
+        for i, (stage, hybrid) in enumerate(zip(skeleton.stages, hybrids, strict=True))
     ]
-    parts += [("stem", skeleton.stem, stem), ("head", skeleton.head, head)]
-    for name, part, source in parts:
-        if source is None:  # keep the skeleton's own (the m2mKD student's stem and head)
-            continue
+    parts += [("stem", skeleton.stem, hybrids[0].stem), ("head", skeleton.head, hybrids[-1].head)]
+    for part_name, part, source in parts:
         try:
             part.load_state_dict(source.state_dict())
         except RuntimeError as exc:
             raise KdflowError(
-                f"the trained {name} does not fit {type(skeleton).__name__} ({str(exc)[:120]}); "
+                f"the trained {part_name} does not fit {name} ({str(exc)[:120]}); "
                 "rerun the module stages with the current assembly params"
             ) from None
     return skeleton

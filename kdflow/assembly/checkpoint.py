@@ -3,8 +3,9 @@
 The four final models (assembled and end to end) are plain zoo models saved with
 `kdflow.train.checkpoint.save_model`. The meta model and the hybrids the module stages
 train are not zoo architectures, so their metadata carries an `assembly` record (role,
-module index, m2mKD student) from which `load_assembly_model` rebuilds the structure:
-`arch` is always the assembly target whose meta model they are built on.
+module index, m2mKD student, the parts that trained) from which `load_assembly_model`
+rebuilds the structure: `arch` is always the assembly target whose meta model they are
+built on.
 """
 
 from __future__ import annotations
@@ -26,10 +27,28 @@ Role = Literal["meta", "incubate", "m2m"]
 
 
 def assembly_model_meta(
-    role: Role, *, module: int | None = None, student: str | None = None
+    role: Role, *, model: KDModel, module: int | None = None, student: str | None = None
 ) -> dict[str, Any]:
-    """Return the extra checkpoint metadata that says how to rebuild a meta or module model."""
-    return {"assembly": {"role": role, "module": module, "student": student}}
+    """Return the extra checkpoint metadata that says how to rebuild a meta or module model.
+
+    `trains` lists the state-dict prefixes of the parts that trained (module 0's include the
+    stem, module K−1's the head): a checkpoint written under another rule is refused on load.
+    """
+    return {
+        "assembly": {
+            "role": role,
+            "module": module,
+            "student": student,
+            "trains": _trained_names(model),
+        }
+    }
+
+
+def _trained_names(model: KDModel) -> list[str]:
+    """Return the state-dict prefixes of the parts of `model` that train (all of a meta model)."""
+    return (
+        model.trained_names() if isinstance(model, HybridModel) else ["stem.", "stages.", "head."]
+    )
 
 
 def _rebuild(meta: dict[str, Any]) -> KDModel:
@@ -42,6 +61,8 @@ def _rebuild(meta: dict[str, Any]) -> KDModel:
         return meta_model
     if info["role"] == "incubate":
         return incubation_model(meta_model, target, info["module"])
+    if info["role"] != "m2m":
+        raise KdflowError(f"unknown assembly role {info['role']!r}")
     student = build_model(info["student"], input_shape, num_classes)
     return m2m_pair(
         meta_model,
@@ -73,6 +94,12 @@ def load_assembly_model(
             "rerun its stage with the current params"
         )
     model = _rebuild(meta)
+    expected = _trained_names(model)
+    if meta["assembly"].get("trains") != expected:
+        raise KdflowError(
+            f"{path} trained {meta['assembly'].get('trains')}, not the {expected} this code "
+            "trains; rerun its stage"
+        )
     load_weights(model, state, path, f"the {role} model of {target}")
     return model.to(device), meta
 
@@ -80,7 +107,7 @@ def load_assembly_model(
 def check_same_meta(hybrid: HybridModel, meta_model: MetaModel, path: str | Path) -> None:
     """Raise KdflowError unless the hybrid's frozen parts are bit-identical to `meta_model`'s."""
     mine = hybrid.state_dict()
-    trained = f"stages.{hybrid.index}."
+    trained = tuple(hybrid.trained_names())
     for name, tensor in meta_model.state_dict().items():
         if not name.startswith(trained) and not torch.equal(mine[name], tensor):
             raise KdflowError(

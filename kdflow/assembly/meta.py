@@ -1,8 +1,8 @@
-"""The meta model of a target network and the activation shapes at its module boundaries (§7.1).
+"""The meta model of a target network and the activation shapes at its module boundaries.
 
 The meta model keeps the target's stem and head and replaces each of the K stage modules by
 `target.shallow_stage(i)`: one block with the same input and output shape. It is trained
-briefly end to end and then frozen; every incubated (§7.2) or distilled (§8) module is
+briefly end to end and then frozen; every incubated or distilled module is
 trained inside it, which is why the modules fit together afterwards.
 """
 

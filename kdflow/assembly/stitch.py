@@ -1,4 +1,4 @@
-"""Stitch layers (§8): adapt one network's activation width to another's at a module boundary.
+"""Stitch layers: adapt one network's activation width to another's at a module boundary.
 
 A 1×1 convolution for conv features (1-D signals or 2-D images) and a linear layer for flat
 features. They change only the width, so the spatial sizes on both sides must already match;

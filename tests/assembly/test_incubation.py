@@ -1,4 +1,4 @@
-"""Incubation (ALGORITHMS §7.2): only module i changes; the frozen meta stays bit-identical."""
+"""Incubation: only module i changes; the frozen meta stays bit-identical."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 from kdflow.assembly import HybridModel, incubation_model
 from kdflow.config import OptimParams
 from kdflow.data.tensors import Split
+from kdflow.errors import KdflowError
 from kdflow.train.teacher import cross_entropy_objective
 from kdflow.train.trainer import FitConfig, fit
 from tests.assembly.conftest import NUM_CLASSES, seeded, trained_looking_meta
@@ -39,9 +40,15 @@ def _one_epoch(model: HybridModel, input_shape: tuple[int, ...]) -> None:
 
 @pytest.mark.parametrize(
     ("name", "input_shape", "index"),
-    [("resnet14", (1, 16), 0), ("resnet14", (1, 16), 1), ("wrn_16_1", (2, 8, 8), 2)],
+    [
+        ("resnet14", (1, 16), 0),
+        ("resnet14", (1, 16), 1),
+        ("resnet14", (1, 16), 2),
+        ("wrn_16_1", (2, 8, 8), 0),
+        ("wrn_16_1", (2, 8, 8), 2),
+    ],
 )
-def test_training_changes_module_i_only(name, input_shape, index):
+def test_training_changes_module_i_and_the_stem_or_head_it_owns_only(name, input_shape, index):
     meta = trained_looking_meta(name, input_shape)
     hybrid = incubation_model(meta, seeded(name, input_shape, seed=1), index)
     before = copy.deepcopy(hybrid.state_dict())
@@ -49,40 +56,81 @@ def test_training_changes_module_i_only(name, input_shape, index):
     _one_epoch(hybrid, input_shape)
 
     after = hybrid.state_dict()
-    module = f"stages.{index}."
-    frozen = [k for k in before if not k.startswith(module)]
+    # Module 0 owns the stem and module K−1 the head (the official code's split).
+    owned = ["stem."] * (index == 0) + [f"stages.{index}."] + ["head."] * (index == 2)
+    assert hybrid.trained_names() == owned
+    trained = tuple(owned)
+    frozen = [k for k in before if not k.startswith(trained)]
     assert any("running_mean" in k for k in frozen)  # batch-norm buffers are among them
     changed = [k for k in frozen if not torch.equal(before[k], after[k])]
     assert changed == []
-    trained = [k for k in before if k.startswith(module) and k.endswith("weight")]
-    assert all(not torch.equal(before[k], after[k]) for k in trained)
+    weights = [k for k in before if k.startswith(trained) and k.endswith("weight")]
+    assert all(not torch.equal(before[k], after[k]) for k in weights)
+    for part in ("stem.", "head."):
+        moved = any(not torch.equal(before[k], after[k]) for k in before if k.startswith(part))
+        assert moved == (part in owned), part
     # The hybrid's frozen parts are copies: the meta model it came from is untouched too.
     for key, value in meta.state_dict().items():
-        if not key.startswith(module):
+        if not key.startswith(trained):
             assert torch.equal(value, after[key]), key
 
 
-def test_train_mode_reaches_the_module_only():
+def test_module_0_and_k_1_bring_the_model_s_own_stem_and_head():
+    meta = trained_looking_meta("resnet14", (1, 16))
+    target = seeded("resnet14", (1, 16), seed=1)
+
+    first, middle, last = (incubation_model(meta, target, i) for i in range(3))
+
+    assert (first.owns_stem, first.owns_head) == (True, False)
+    assert (middle.owns_stem, middle.owns_head) == (False, False)
+    assert (last.owns_stem, last.owns_head) == (False, True)
+    for part, hybrid, source in (("stem", first, target), ("head", last, target)):
+        for key, value in getattr(source, part).state_dict().items():
+            assert torch.equal(getattr(hybrid, part).state_dict()[key], value), (part, key)
+        assert getattr(hybrid, part) is not getattr(source, part)  # a copy
+    for part in ("stem", "head"):
+        for key, value in getattr(meta, part).state_dict().items():
+            assert torch.equal(getattr(middle, part).state_dict()[key], value), (part, key)
+
+
+def test_only_module_0_may_own_the_stem_and_only_module_k_1_the_head():
+    meta = trained_looking_meta("resnet14", (1, 16))
+    target = seeded("resnet14", (1, 16))
+
+    with pytest.raises(KdflowError, match="only module 0 owns the stem, not module 1"):
+        HybridModel(meta, 1, target.stages[1], stem=target.stem)
+    with pytest.raises(KdflowError, match="only module 2 owns the head, not module 0"):
+        HybridModel(meta, 0, target.stages[0], head=target.head)
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_train_mode_reaches_the_trained_parts_only(index):
     hybrid = incubation_model(
-        trained_looking_meta("resnet14", (1, 16)), seeded("resnet14", (1, 16)), 1
+        trained_looking_meta("resnet14", (1, 16)), seeded("resnet14", (1, 16)), index
     )
 
     hybrid.train()
 
-    assert hybrid.training and hybrid.module.training
+    assert hybrid.training
+    assert len(hybrid.trained_parts()) == 1 + (index in (0, 2))
     for part in hybrid.frozen_parts():
         assert not any(m.training for m in part.modules())
         assert not any(p.requires_grad for p in part.parameters())
-    assert all(p.requires_grad for p in hybrid.module.parameters())
+    for part in hybrid.trained_parts():
+        assert all(m.training for m in part.modules())
+        assert all(p.requires_grad for p in part.parameters())
     hybrid.eval()
     assert not any(m.training for m in hybrid.modules())
 
 
-def test_prefix_module_suffix_is_the_forward():
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_prefix_trained_suffix_is_the_forward(index):
     hybrid = incubation_model(
-        trained_looking_meta("resnet14", (1, 16)), seeded("resnet14", (1, 16)), 1
+        trained_looking_meta("resnet14", (1, 16)), seeded("resnet14", (1, 16)), index
     ).eval()
     x = torch.randn(4, 1, 16)
 
     with torch.no_grad():
-        assert torch.equal(hybrid.suffix(hybrid.module(hybrid.prefix(x))), hybrid(x))
+        assert torch.equal(hybrid.suffix(hybrid.trained(hybrid.prefix(x))), hybrid(x))
+    if index == 0:
+        assert torch.equal(hybrid.prefix(x), x)  # module 0 starts from the input

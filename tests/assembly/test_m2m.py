@@ -1,8 +1,6 @@
-"""m2mKD pairs (ALGORITHMS §8): the loss, what trains, and the boundary checks."""
+"""m2mKD pairs: the loss, what trains, and the boundary checks."""
 
 from __future__ import annotations
-
-import copy
 
 import pytest
 import torch
@@ -12,6 +10,7 @@ from kdflow.assembly import (
     M2MObjective,
     boundary_shapes,
     check_m2m_boundaries,
+    incubation_model,
     m2m_loss_terms,
     m2m_pair,
 )
@@ -22,7 +21,7 @@ SIGNAL = (1, 16)
 
 
 def _direct_m2m_loss(student, teacher, labels, alpha, tau):
-    """The §8 formula written out: (1 − α)·CE + α·τ²·(1/B)Σ_i Σ_c p_t (log p_t − log p_s)."""
+    """The pair loss written out: (1 − α)·CE + α·τ²·(1/B)Σ_i Σ_c p_t (log p_t − log p_s)."""
     log_p_student = torch.log(torch.softmax(student.double() / tau, dim=1))
     p_teacher = torch.softmax(teacher.double() / tau, dim=1)
     kl = (p_teacher * (torch.log(p_teacher) - log_p_student)).sum(dim=1).mean()
@@ -64,15 +63,18 @@ def _pair(student_name: str, index: int):
     student = seeded(student_name, SIGNAL, seed=3)
     meta_shapes, student_shapes = boundary_shapes(meta, SIGNAL), boundary_shapes(student, SIGNAL)
     pair = m2m_pair(meta, student, index, meta_shapes, student_shapes)
-    return pair, copy.deepcopy(teacher.stages[index])
+    return pair, incubation_model(meta, teacher, index)
 
 
 @pytest.mark.parametrize(
-    ("student_name", "index"), [("wrn_16_2", 0), ("wrn_16_2", 2), ("resnet8x4", 1)]
+    ("student_name", "index"),
+    [("wrn_16_2", 0), ("wrn_16_2", 1), ("wrn_16_2", 2), ("resnet8x4", 1), ("wrn_16_1", 1)],
 )
-def test_objective_trains_student_module_and_stitches_only(student_name, index):
-    pair, teacher_module = _pair(student_name, index)
-    objective = M2MObjective(teacher_module, alpha=0.5, temperature=1.0)
+def test_objective_trains_student_module_its_stitches_and_owned_stem_or_head_only(
+    student_name, index
+):
+    pair, teacher_path = _pair(student_name, index)
+    objective = M2MObjective(teacher_path, alpha=0.5, temperature=1.0)
     x, y = torch.randn(6, *SIGNAL), torch.arange(6) % NUM_CLASSES
     pair.train()
 
@@ -81,26 +83,37 @@ def test_objective_trains_student_module_and_stitches_only(student_name, index):
 
     assert logits.shape == (6, NUM_CLASSES)
     with_grad = {name for name, p in pair.named_parameters() if p.grad is not None}
-    trainable = {name for name, p in pair.named_parameters() if name.startswith(f"stages.{index}.")}
+    owned = tuple(pair.trained_names())
+    assert owned == (("stem.",) * (index == 0) + (f"stages.{index}.",) + ("head.",) * (index == 2))
+    trainable = {name for name, p in pair.named_parameters() if name.startswith(owned)}
     assert with_grad == trainable
-    assert {n.split(".")[2] for n in trainable} == {"stitch_in", "module", "stitch_out"}
-    assert all(p.grad is None for p in teacher_module.parameters())
-    assert not teacher_module.training
+    stage_parts = {n.split(".")[2] for n in trainable if n.startswith("stages.")}
+    # A stitch only where the student's module meets a meta layer of another width: none
+    # before module 0 nor after module K−1, none at all for wrn_16_1 (the meta's widths).
+    stitches = {"stitch_in"} if index > 0 else set()
+    stitches |= {"stitch_out"} if index < 2 else set()
+    if student_name == "wrn_16_1":
+        stitches = set()
+    assert stage_parts == {"module"} | stitches
+    assert all(p.grad is None for p in teacher_path.parameters())
+    assert not teacher_path.training
 
 
-def test_objective_uses_the_teacher_module_inside_the_meta_model():
-    pair, teacher_module = _pair("wrn_16_2", 1)
-    objective = M2MObjective(teacher_module, alpha=1.0, temperature=1.0)
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_objective_uses_the_teacher_module_inside_the_meta_model(index):
+    pair, teacher_path = _pair("wrn_16_2", index)
+    objective = M2MObjective(teacher_path, alpha=1.0, temperature=1.0)
     x, y = torch.randn(6, *SIGNAL), torch.arange(6) % NUM_CLASSES
     pair.eval()  # the frozen meta parts are in eval mode in training too
 
     student_logits, terms = objective(pair, x, y, torch.arange(6), 0)
 
     with torch.no_grad():
-        teacher_logits = pair.suffix(teacher_module(pair.prefix(x)))
         assert torch.equal(student_logits, pair(x))
+        teacher_logits = teacher_path(x)  # pair 0: the teacher's stem; pair K−1: its head
     expected = m2m_loss_terms(student_logits.detach(), teacher_logits, y, 1.0, 1.0)["kd"]
     assert float(terms["kd"].detach()) == pytest.approx(float(expected), abs=1e-6)
+    assert teacher_path.owns_stem == (index == 0) and teacher_path.owns_head == (index == 2)
 
 
 def _shapes(name: str, input_shape=SIGNAL):

@@ -1,4 +1,4 @@
-"""The meta model (ALGORITHMS §7.1) of every zoo model, on 1-D signals and 2-D images."""
+"""The meta model of every zoo model, on 1-D signals and 2-D images."""
 
 from __future__ import annotations
 

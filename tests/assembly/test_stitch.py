@@ -1,4 +1,4 @@
-"""Stitch layers (ALGORITHMS §8) adapt any width pair on flat, 1-D and 2-D activations."""
+"""Stitch layers adapt any width pair on flat, 1-D and 2-D activations."""
 
 from __future__ import annotations
 
