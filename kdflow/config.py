@@ -314,8 +314,9 @@ class AssemblyParams(_Section):
 
     target: str = "resnet14"  # DMA target; its meta model also hosts the m2mKD pairs
     student: str = "wrn_16_1"  # m2mKD student: its modules learn from the MLL teacher's
-    modules: list[int] = Field(default_factory=lambda: [0, 1, 2])  # 0..K−1 (DVC foreach)
-    seed: int = Field(0, ge=0)
+    modules: list[int] = Field(default_factory=lambda: [0, 1, 2])  # 0..K−1 (DVC matrix)
+    # Every assembly stage runs once per seed (DVC matrix); a stage reads only its own --seed.
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     alpha: float = Field(0.5, ge=0, le=1)  # m2mKD: (1 − α)·CE + α·τ²·KL
     tau: float = Field(1.0, gt=0)
     # m2mKD's preparation step: incubate each teacher module in the meta model (CE, the
@@ -337,6 +338,10 @@ class AssemblyParams(_Section):
             raise ValueError(
                 f"assembly.modules {self.modules} must list the module indices 0, 1, …, K−1 "
                 "in order, with K ≥ 2"
+            )
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise ValueError(
+                f"assembly.seeds {self.seeds} must list one or more distinct seeds ≥ 0"
             )
         return self
 

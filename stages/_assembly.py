@@ -1,15 +1,23 @@
 """What the assembly stages share: output paths and reading the upstream models and metrics.
 
-Layout (DVC outs): the meta model and the per-module checkpoints live beside the four final
-models, which are the only ones `evaluate` scores:
+Every assembly stage runs once per seed of `assembly.seeds` (a DVC matrix; the stage gets
+`--seed`), and every output name ends in `-s<seed>`, as the students' do. The meta model
+and the per-module checkpoints live beside the six final models, which are the only ones
+`evaluate` scores:
 
-    models/assembly/meta.pt, incubate/<i>.pt, m2m/<i>.pt       (meta and module checkpoints)
-    models/assembly/{dma,dma_e2e,m2m,m2m_e2e}.pt                (final models)
-    metrics/assembly/…json, plots/assembly/…tsv                 (same names)
+    models/assembly/meta-s<seed>.pt, incubate/<i>-s<seed>.pt, m2m/<i>-s<seed>.pt
+                                                 (meta and module checkpoints)
+    models/assembly/{dma,dma_e2e,dma_scratch,m2m,m2m_e2e,m2m_scratch}-s<seed>.pt
+                                                 (final models)
+    metrics/assembly/…json, plots/assembly/…tsv  (same names)
+
+kdflow names each run (MLflow tag, run record, resume checkpoint) `<stage>@s<seed>`, or
+`<stage>@<i>-s<seed>` for a per-module stage.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,8 +37,18 @@ PLOTS = Path("plots/assembly")
 TEACHER = Path("models/teacher/mll.pt")
 
 
+def output_name(kind: str, seed: int, module: int | None = None) -> str:
+    """Return an output's name: `dma-s0`, `meta-s1`, `incubate/2-s0` (module 2, seed 0)."""
+    return f"{kind}-s{seed}" if module is None else f"{kind}/{module}-s{seed}"
+
+
+def stage_name(stage: str, seed: int, module: int | None = None) -> str:
+    """Return kdflow's name of a run: `assemble@s0`, `incubate@2-s0` (module 2, seed 0)."""
+    return f"{stage}@s{seed}" if module is None else f"{stage}@{module}-s{seed}"
+
+
 def outputs(name: str) -> dict[str, Path]:
-    """Return the model, metrics and plots paths of output `name` (e.g. "dma", "incubate/0")."""
+    """Return the model, metrics and plots paths of output `name` (e.g. "dma-s0")."""
     return {
         "model": MODELS / f"{name}.pt",
         "metrics": METRICS / f"{name}.json",
@@ -38,7 +56,14 @@ def outputs(name: str) -> dict[str, Path]:
     }
 
 
-META = outputs("meta")
+def meta_outputs(seed: int) -> dict[str, Path]:
+    """Return the output paths of the meta model of `seed`."""
+    return outputs(output_name("meta", seed))
+
+
+def add_seed_argument(parser: argparse.ArgumentParser) -> None:
+    """Add `--seed`: the one seed of assembly.seeds this run trains (dvc.yaml passes it)."""
+    parser.add_argument("--seed", type=int, default=0, help="seed of this run (default 0)")
 
 
 def read_metrics(path: Path) -> dict[str, Any]:
@@ -66,12 +91,12 @@ def expected_meta(stage: TrainingStage) -> dict[str, Any]:
     return data_expectations(stage.data.meta)
 
 
-def load_meta(stage: TrainingStage, cfg: AssemblyParams) -> MetaModel:
-    """Return the trained meta model of assembly.target on the stage's device."""
+def load_meta(stage: TrainingStage, cfg: AssemblyParams, seed: int) -> MetaModel:
+    """Return the trained meta model of assembly.target and `seed` on the stage's device."""
     from kdflow.assembly import load_assembly_model
 
     model, _ = load_assembly_model(
-        META["model"],
+        meta_outputs(seed)["model"],
         role="meta",
         target=cfg.target,
         expect=expected_meta(stage),
@@ -81,9 +106,9 @@ def load_meta(stage: TrainingStage, cfg: AssemblyParams) -> MetaModel:
 
 
 def load_modules(
-    stage: TrainingStage, cfg: AssemblyParams, role: str, meta: MetaModel
+    stage: TrainingStage, cfg: AssemblyParams, role: str, meta: MetaModel, seed: int
 ) -> tuple[list[tuple[Any, dict[str, Any]]], list[str], list[dict[str, Any]]]:
-    """Return each module checkpoint of `role` (model and metadata), their hashes and metrics.
+    """Return each module checkpoint of `role` and `seed` (model, metadata), hashes and metrics.
 
     Every module must have been trained inside this very `meta` model: only then do the
     modules fit together.
@@ -93,7 +118,7 @@ def load_modules(
 
     loaded, hashes, records = [], [], []
     for i in cfg.modules:
-        files = outputs(f"{role}/{i}")
+        files = outputs(output_name(role, seed, i))
         model, model_meta = load_assembly_model(
             files["model"],
             role=role,
@@ -147,3 +172,14 @@ def student_objective(
     )
     cache = TeacherCache(teacher, stage.data.train, features=False)
     return DistillObjective(method, teacher, total_epochs=epochs, cache=cache)
+
+
+def assembled_accuracy(stage: TrainingStage, model: KDModel) -> dict[str, float]:
+    """Return the assembled model's val and test accuracy as assembled, before its fine-tune."""
+    from kdflow.train.trainer import evaluate
+
+    data = stage.data
+    return {
+        "assembled_val_acc": evaluate(model, data.val, data.num_classes)["acc"],
+        "assembled_test_acc": evaluate(model, data.test, data.num_classes)["acc"],
+    }

@@ -1,4 +1,4 @@
-"""DVC stage `incubate`: train target module i inside the frozen meta model (ALGORITHMS §7.2)."""
+"""DVC stage `incubate`: train target module i inside the frozen meta model."""
 
 from __future__ import annotations
 
@@ -6,15 +6,23 @@ import argparse
 import sys
 
 from kdflow.config import load_params
-from stages._assembly import META, check_module_arg, outputs, params_section
+from stages._assembly import (
+    add_seed_argument,
+    check_module_arg,
+    meta_outputs,
+    output_name,
+    outputs,
+    params_section,
+    stage_name,
+)
 from stages._cli import run_stage, stage_parser
 
 
 def main(args: argparse.Namespace) -> None:
-    """Incubate one module with CE; everything but the module stays frozen and in eval mode."""
+    """Incubate one module with CE; module 0 trains the target's stem, module K−1 its head."""
     params = load_params(args.params)
-    cfg = params.assembly
-    check_module_arg(args.module, cfg)
+    cfg, seed, i = params.assembly, args.seed, args.module
+    check_module_arg(i, cfg)
     from kdflow.assembly import assembly_model_meta, check_module_indices, incubation_model
     from kdflow.io import sha256_file
     from kdflow.models import build_model
@@ -23,25 +31,26 @@ def main(args: argparse.Namespace) -> None:
     from stages._assembly import load_meta
     from stages._train import training_stage
 
-    name = f"incubate@{args.module}"
+    name = stage_name("incubate", seed, i)
     section = {
-        **params_section(cfg, "target", "modules", "seed", "incubate"),
-        "module": args.module,
+        **params_section(cfg, "target", "modules", "incubate"),
+        "module": i,
+        "seed": seed,
     }
     with training_stage(name, params, section) as stage:
         data = stage.data
-        meta = load_meta(stage, cfg)
-        stage.seed(cfg.seed)
+        meta = load_meta(stage, cfg, seed)
+        stage.seed(seed)
         target = build_model(cfg.target, data.input_shape, data.num_classes)
         check_module_indices(cfg.modules, len(target.stages), cfg.target)
-        model = incubation_model(meta, target, args.module)
-        key = {**section, "meta_model": sha256_file(META["model"])}
+        model = incubation_model(meta, target, i)
+        key = {**section, "meta_model": sha256_file(meta_outputs(seed)["model"])}
         result = fit(
             model,
             cross_entropy_objective,
             data.train,
             data.val,
-            stage.fit_config(cfg.incubate, cfg.seed, key),
+            stage.fit_config(cfg.incubate, seed, key),
             num_classes=data.num_classes,
             on_epoch_end=stage.log_epoch(),
             label=name,
@@ -50,13 +59,14 @@ def main(args: argparse.Namespace) -> None:
             model,
             result,
             arch=cfg.target,
-            outputs=outputs(f"incubate/{args.module}"),
-            extra_metrics={"module": args.module},
-            extra_model_meta=assembly_model_meta("incubate", module=args.module),
+            outputs=outputs(output_name("incubate", seed, i)),
+            extra_metrics={"module": i, "seed": seed, "trains": model.trained_names()},
+            extra_model_meta=assembly_model_meta("incubate", model=model, module=i),
         )
 
 
 if __name__ == "__main__":
     parser = stage_parser("incubate", __doc__ or "")
     parser.add_argument("--module", required=True, type=int, help="module index i (0-based)")
+    add_seed_argument(parser)
     sys.exit(run_stage("incubate", main, parser.parse_args()))

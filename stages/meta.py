@@ -1,4 +1,4 @@
-"""DVC stage `meta`: train the meta model of assembly.target end to end (ALGORITHMS §7.1)."""
+"""DVC stage `meta`: train the meta model of assembly.target end to end."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from kdflow.config import load_params
-from stages._assembly import META, params_section
+from stages._assembly import add_seed_argument, meta_outputs, params_section, stage_name
 from stages._cli import run_stage, stage_parser
 
 
@@ -19,11 +19,12 @@ def main(args: argparse.Namespace) -> None:
     from kdflow.train.trainer import fit
     from stages._train import training_stage
 
-    cfg = params.assembly
-    section = params_section(cfg, "target", "modules", "seed", "meta")
-    with training_stage("meta", params, section) as stage:
+    cfg, seed = params.assembly, args.seed
+    section = {**params_section(cfg, "target", "modules", "meta"), "seed": seed}
+    name = stage_name("meta", seed)
+    with training_stage(name, params, section) as stage:
         data = stage.data
-        stage.seed(cfg.seed)
+        stage.seed(seed)
         target = build_model(cfg.target, data.input_shape, data.num_classes)
         check_module_indices(cfg.modules, len(target.stages), cfg.target)
         model = build_meta_model(target)
@@ -32,20 +33,22 @@ def main(args: argparse.Namespace) -> None:
             cross_entropy_objective,
             data.train,
             data.val,
-            stage.fit_config(cfg.meta, cfg.seed, section),
+            stage.fit_config(cfg.meta, seed, section),
             num_classes=data.num_classes,
             on_epoch_end=stage.log_epoch(),
-            label="meta",
+            label=name,
         )
         stage.finish(
             model,
             result,
             arch=cfg.target,
-            outputs=META,
-            extra_model_meta=assembly_model_meta("meta"),
+            outputs=meta_outputs(seed),
+            extra_metrics={"seed": seed},
+            extra_model_meta=assembly_model_meta("meta", model=model),
         )
 
 
 if __name__ == "__main__":
     parser = stage_parser("meta", __doc__ or "")
+    add_seed_argument(parser)
     sys.exit(run_stage("meta", main, parser.parse_args()))

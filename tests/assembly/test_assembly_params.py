@@ -41,6 +41,10 @@ def test_baseline_epochs_follow_their_modular_counterparts():
         assert (optim.batch_size, optim.lr, optim.schedule) == (16, 0.2, "constant")
 
 
+def test_every_assembly_stage_runs_for_three_seeds_by_default():
+    assert AssemblyParams().seeds == [0, 1, 2]
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
@@ -50,6 +54,10 @@ def test_baseline_epochs_follow_their_modular_counterparts():
             "K−1 in order, with K ≥ 2",
         ),
         ({"modules": [0]}, "must list the module indices"),
+        ({"seeds": []}, "assembly.seeds [] must list one or more distinct seeds ≥ 0"),
+        ({"seeds": [0, 0]}, "assembly.seeds [0, 0] must list one or more distinct seeds"),
+        ({"seeds": [-1]}, "assembly.seeds [-1] must list"),
+        ({"seed": 0}, "unknown key 'assembly.seed' (did you mean 'assembly.seeds'?)"),
         ({"target": "resnet15"}, "assembly.target 'resnet15' is not a known model"),
         ({"alpha": 1.5}, "params: assembly.alpha = 1.5 is invalid"),
         ({"e2e": {"batch_size": 8, "lr": 0.1, "epochs": 3}}, "unknown key 'assembly.e2e.epochs'"),
