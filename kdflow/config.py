@@ -310,7 +310,7 @@ class E2EOptimParams(_Section):
 
 
 class AssemblyParams(_Section):
-    """Deep Model Assembling and m2mKD (ALGORITHMS §7–8): modules trained apart, then chained."""
+    """Deep Model Assembling and m2mKD (docs/algorithms.md): modules trained apart, then chained."""
 
     target: str = "resnet14"  # DMA target; its meta model also hosts the m2mKD pairs
     student: str = "wrn_16_1"  # m2mKD student: its modules learn from the MLL teacher's
