@@ -30,6 +30,7 @@ REPO_TREES = ("kdflow", "stages")
 TINY_ASSEMBLY: dict[str, Any] = {
     "target": "cnn3",
     "student": "cnn3",
+    "seeds": [0],
     "teacher_incubate_epochs": 1,
     **{
         section: {"epochs": 1, "batch_size": 64, "lr": 0.05}
