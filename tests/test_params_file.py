@@ -47,13 +47,13 @@ def test_trace_records_leaf_reads_and_whole_sections() -> None:
         assert params.distill.optim.lr == 0.05
         params.mcmi.lam  # noqa: B018  (a read is what is traced)
         params.runtime.model_dump()
-        params.assembly.model_dump(include={"seed"})
+        params.assembly.model_dump(include={"target"})
         params.distill.method_settings("dkd")
     assert trace.keys == {
         "distill.optim.lr",
         "mcmi.lambda",
         "runtime",
-        "assembly.seed",
+        "assembly.target",
         "distill.method_params.dkd",
     }
     # Outside the block nothing is recorded, and params loaded there are not traced.
