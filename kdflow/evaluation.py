@@ -20,7 +20,7 @@ from kdflow.train.trainer import predict
 
 # The final models of model assembly; the meta model and per-module checkpoints beside them
 # are intermediate products, not classifiers to compare.
-ASSEMBLY_MODELS = ("dma", "dma_e2e", "m2m", "m2m_e2e")
+ASSEMBLY_MODELS = ("dma", "dma_e2e", "dma_scratch", "m2m", "m2m_e2e", "m2m_scratch")
 TEACHERS = ("mll", "mcmi")  # the two teacher stages always run
 
 # What a record copies from its stage's metrics: the grid coordinates and the stage's name
@@ -29,7 +29,11 @@ STAGE_KEYS = ("stage", "teacher", "method", "protocol", "seed")
 
 
 def grid_models(
-    teachers: list[str], methods: list[str], protocols: list[str], seeds: list[int]
+    teachers: list[str],
+    methods: list[str],
+    protocols: list[str],
+    seeds: list[int],
+    assembly_seeds: list[int],
 ) -> list[str]:
     """Return the `<kind>/<name>` of every model of the current grid, each kind sorted.
 
@@ -45,7 +49,7 @@ def grid_models(
     return [
         *(f"teacher/{t}" for t in sorted(TEACHERS)),
         *(f"distill/{s}" for s in sorted(set(students))),
-        *(f"assembly/{a}" for a in sorted(ASSEMBLY_MODELS)),
+        *(f"assembly/{a}-s{seed}" for a in sorted(ASSEMBLY_MODELS) for seed in assembly_seeds),
     ]
 
 

@@ -33,7 +33,7 @@ def main(args: argparse.Namespace) -> None:
 
     started = time.perf_counter()
     cfg = params.distill
-    names = grid_models(cfg.teachers, cfg.methods, cfg.protocols, cfg.seeds)
+    names = grid_models(cfg.teachers, cfg.methods, cfg.protocols, cfg.seeds, params.assembly.seeds)
     data = load_prepared("data/prepared")
     entries = find_models(Path("models"), Path("metrics"), names)
     with stage_run("evaluate", params, {"data": data_fingerprint(data.meta)}) as run:

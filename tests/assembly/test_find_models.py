@@ -22,7 +22,7 @@ def _touch(models: Path, metrics: Path, name: str) -> None:
 
 
 def test_the_grid_names_teachers_students_baselines_and_final_assembly_models():
-    names = grid_models(["mcmi", "mll"], ["kd"], ["full", "zeroshot"], [1, 0])
+    names = grid_models(["mcmi", "mll"], ["kd"], ["full", "zeroshot"], [1, 0], [0, 2])
 
     assert names == [
         "teacher/mcmi",
@@ -39,31 +39,36 @@ def test_the_grid_names_teachers_students_baselines_and_final_assembly_models():
         "distill/none-none-full-s1",
         "distill/none-none-zeroshot-s0",
         "distill/none-none-zeroshot-s1",
-        *(f"assembly/{n}" for n in sorted(ASSEMBLY_MODELS)),
+        *(f"assembly/{n}-s{seed}" for n in sorted(ASSEMBLY_MODELS) for seed in (0, 2)),
     ]
 
 
 def test_only_the_grid_s_models_are_found_not_stale_or_intermediate_files(tmp_path):
     models, metrics = tmp_path / "models", tmp_path / "metrics"
-    names = grid_models(["mll"], ["kd"], ["full"], [0])
+    names = grid_models(["mll"], ["kd"], ["full"], [0], [0])
     for name in names:
         _touch(models, metrics, name)
     # Left by an older grid (a removed seed and method) and the assembly's intermediates.
-    stale = ["distill/mll-kd-full-s1", "distill/mll-dkd-full-s0", "assembly/meta"]
-    for name in [*stale, "assembly/incubate/0", "assembly/m2m/1"]:
+    stale = [
+        "distill/mll-kd-full-s1",
+        "distill/mll-dkd-full-s0",
+        "assembly/meta-s0",
+        "assembly/dma-s1",
+    ]
+    for name in [*stale, "assembly/incubate/0-s0", "assembly/m2m/1-s0"]:
         _touch(models, metrics, name)
 
     entries = find_models(models, metrics, names)
 
     assert [e["name"] for e in entries] == names
-    dma = next(e for e in entries if e["name"] == "assembly/dma")
+    dma = next(e for e in entries if e["name"] == "assembly/dma-s0")
     assert dma["kind"] == "assembly"
-    assert dma["stage_metrics"] == {"name": "assembly/dma"}
+    assert dma["stage_metrics"] == {"name": "assembly/dma-s0"}
 
 
 def test_a_grid_model_without_its_files_names_them_and_the_fix(tmp_path):
     models, metrics = tmp_path / "models", tmp_path / "metrics"
-    names = grid_models(["mll"], ["kd"], ["full"], [0, 1])
+    names = grid_models(["mll"], ["kd"], ["full"], [0, 1], [0])
     for name in names:
         if name != "distill/mll-kd-full-s1":
             _touch(models, metrics, name)
