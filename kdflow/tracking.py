@@ -238,3 +238,31 @@ def stage_run(
                 ", ".join(f"{what} ×{n}" for what, n in sorted(counts.items())),
                 "; the stage's outputs are written" if status == "FINISHED" else "",
             )
+
+
+def find_stage_run(client: Any, stage: str, run_id: str | None = None) -> Any | None:
+    """Return MLflow run `run_id` if the store has it, else the newest finished run of `stage`.
+
+    Stage outputs hold no run ids (they differ between identical runs): a run is found by its
+    `kdflow.stage` tag, or by the id in the stage's untracked run record. Deleted runs count,
+    so that a caller can say the run was deleted.
+    """
+    from mlflow.entities import ViewType
+    from mlflow.exceptions import MlflowException
+
+    if run_id:
+        with contextlib.suppress(MlflowException):
+            return client.get_run(run_id)
+    if "'" in stage or "\\" in stage:  # not a stage name; it would break the filter
+        return None
+    experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    if not experiments:
+        return None
+    runs = client.search_runs(
+        experiments,
+        filter_string=f"tags.`kdflow.stage` = '{stage}' and attributes.status = 'FINISHED'",
+        run_view_type=ViewType.ALL,
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -15,9 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from kdflow.tracking import LINEAGE_TAGS, package_versions
-
-# Wall-clock figures (every key ending in "seconds") and run ids differ between identical runs.
-VOLATILE_KEYS = {"mlflow_run_id"}
 
 
 @dataclass
@@ -126,9 +124,15 @@ def reported_runs(root: Path) -> dict[str, dict[str, Any]]:
 
 
 def check_lineage(root: Path, tracking_uri: str) -> CheckResult:
-    """Return whether every reported model traces to an MLflow run with complete lineage."""
-    from mlflow.exceptions import MlflowException
+    """Return whether every reported model traces to an MLflow run with complete lineage.
+
+    A model's run is the one its stage's run record names (`.kdflow/runs/`), else the newest
+    finished run tagged with the stage its metrics file names.
+    """
     from mlflow.tracking import MlflowClient
+
+    from kdflow.io import read_run_record
+    from kdflow.tracking import find_stage_run
 
     name = "every reported figure has an MLflow run with lineage"
     try:
@@ -138,15 +142,16 @@ def check_lineage(root: Path, tracking_uri: str) -> CheckResult:
     client = MlflowClient(tracking_uri=tracking_uri)
     problems = []
     for model, metrics in runs.items():
-        run_id = metrics.get("mlflow_run_id")
-        if not run_id:
-            problems.append(f"{model}: no mlflow_run_id")
+        stage = metrics.get("stage")
+        if not isinstance(stage, str) or not stage:
+            problems.append(f"{model}: its metrics file names no stage; rerun its stage")
             continue
-        try:
-            run = client.get_run(run_id)
-        except MlflowException:
-            problems.append(f"{model}: MLflow run {run_id} not found")
+        record = read_run_record(stage, root) or {}
+        run = find_stage_run(client, stage, record.get("mlflow_run_id"))
+        if run is None:
+            problems.append(f"{model}: no finished MLflow run of stage {stage}")
             continue
+        run_id = run.info.run_id
         if run.info.lifecycle_stage != "active":
             problems.append(f"{model}: MLflow run {run_id} is deleted")
             continue
@@ -165,14 +170,6 @@ def check_lineage(root: Path, tracking_uri: str) -> CheckResult:
     return CheckResult(name, True, f"{len(runs)} models traced to MLflow runs")
 
 
-def _stage_metrics_paths(root: Path, stage: str) -> list[str]:
-    lock = _load_lock(root)
-    entry = lock.get("stages", {}).get(stage)
-    if entry is None:
-        return []
-    return [o["path"] for o in entry.get("outs", []) if str(o["path"]).startswith("metrics/")]
-
-
 def _load_lock(root: Path) -> dict[str, Any]:
     import yaml
 
@@ -180,16 +177,88 @@ def _load_lock(root: Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text()) if path.is_file() else {}
 
 
-def _comparable(metrics: Any) -> Any:
-    if isinstance(metrics, list):
-        return [_comparable(v) for v in metrics]
-    if not isinstance(metrics, dict):
-        return metrics
-    return {
-        k: _comparable(v)
-        for k, v in metrics.items()
-        if k not in VOLATILE_KEYS and not k.endswith("seconds")
-    }
+def _md5_file(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _dir_listing(path: Path) -> list[dict[str, str]]:
+    """Return a folder's DVC listing: [{"md5", "relpath"}] of every file, sorted by path."""
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    return [{"md5": _md5_file(p), "relpath": p.relative_to(path).as_posix()} for p in files]
+
+
+def dvc_md5(path: Path) -> str | None:
+    """Return the md5 DVC records for an output (a folder's ends in .dir); None if absent.
+
+    A folder's is the md5 of its file listing serialised as DVC does (dvc_data's
+    Tree.as_bytes: key-sorted JSON of [{"md5", "relpath"}] sorted by relpath).
+    """
+    if path.is_file():
+        return _md5_file(path)
+    if not path.is_dir():
+        return None
+    listing = json.dumps(_dir_listing(path), sort_keys=True).encode()
+    return hashlib.md5(listing).hexdigest() + ".dir"
+
+
+def _locked_bytes(root: Path, rel: str, md5: str) -> bytes | None:
+    """Return the bytes dvc.lock recorded for a file: the workspace's copy, else the cache's."""
+    workspace = root / rel
+    if workspace.is_file() and _md5_file(workspace) == md5:
+        return workspace.read_bytes()
+    cached = root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+    return cached.read_bytes() if cached.is_file() else None
+
+
+def _file_differences(
+    root: Path, rel: str, locked: str, fresh: Path, tolerance: float
+) -> list[str]:
+    """Return how a rerun's file differs from its locked bytes ([]: within the tolerance)."""
+    if rel.endswith(".json"):
+        before = _locked_bytes(root, rel, locked)
+        try:
+            old, new = json.loads(before or b""), json.loads(fresh.read_text())
+        except ValueError:
+            pass
+        else:
+            fields = _differences(old, new, tolerance)
+            if fields:
+                return [f"{rel}: {d}" for d in fields]
+            return [] if tolerance > 0 else [f"{rel}: the same values in other bytes"]
+    return [] if tolerance > 0 else [f"{rel} differs (md5 {locked} vs {_md5_file(fresh)})"]
+
+
+def _folder_differences(
+    root: Path, rel: str, locked: str, fresh: Path, tolerance: float
+) -> list[str]:
+    """Return how a rerun's folder differs from the folder dvc.lock recorded, file by file."""
+    raw = _locked_bytes(root, rel, locked)
+    workspace = root / rel
+    try:
+        listing = json.loads(raw) if raw is not None else None
+    except ValueError:
+        listing = None
+    if listing is None and workspace.is_dir() and dvc_md5(workspace) == locked:
+        listing = _dir_listing(workspace)
+    if listing is None:
+        return [f"{rel}/ differs (md5 {locked} vs {dvc_md5(fresh)})"]
+    before = {f["relpath"]: f["md5"] for f in listing}
+    after = {f["relpath"]: f["md5"] for f in _dir_listing(fresh)}
+    found = []
+    for name in sorted(before.keys() | after.keys()):
+        if before.get(name) == after.get(name):
+            continue
+        if name not in before or name not in after:
+            found.append(f"{rel}/{name} present in one run only")
+        else:
+            found += _file_differences(root, f"{rel}/{name}", before[name], fresh / name, tolerance)
+    if not found and tolerance == 0:  # the same files, yet another md5: never hide it
+        found.append(f"{rel}/ differs (md5 {locked} vs {dvc_md5(fresh)})")
+    return found
 
 
 def _differences(a: Any, b: Any, tolerance: float, where: str = "") -> list[str]:
@@ -232,17 +301,21 @@ def stage_command(cmd: Any) -> list[str] | None:
 
 
 def rerun_stage(root: Path, stage: str, tolerance: float) -> CheckResult:
-    """Re-execute a stage from its locked inputs in a scratch copy; compare its metrics."""
-    name = f"rerun {stage} reproduces its metrics"
+    """Re-execute a stage from its locked inputs in a scratch copy; compare every output.
+
+    Each output (files and folders) must have the md5 dvc.lock records for it; with a
+    tolerance, JSON values may differ by that much and other files' bytes may differ.
+    """
+    name = f"rerun {stage} reproduces its outputs"
     lock = _load_lock(root).get("stages", {})
     if stage not in lock:
         return CheckResult(
             name, False, f"stage {stage!r} is not in dvc.lock; known: {', '.join(sorted(lock))}"
         )
-    metrics_paths = _stage_metrics_paths(root, stage)
-    if not metrics_paths:
-        return CheckResult(name, False, f"stage {stage!r} writes no metrics file to compare")
     entry = lock[stage]
+    outs = [o for o in entry.get("outs", []) if o.get("path")]
+    if not outs:
+        return CheckResult(name, False, f"stage {stage!r} has no locked outputs to compare")
     command = stage_command(entry.get("cmd"))
     if command is None:
         return CheckResult(
@@ -251,6 +324,7 @@ def rerun_stage(root: Path, stage: str, tolerance: float) -> CheckResult:
             f"dvc.lock runs {entry.get('cmd')!r} for {stage}, not a kdflow stage command "
             "(python -m stages.NAME …); refusing to rerun it",
         )
+    metrics_paths = [str(o["path"]) for o in outs if str(o["path"]).startswith("metrics/")]
     with tempfile.TemporaryDirectory(prefix="kdflow-audit-") as scratch:
         work = Path(scratch) / "ws"
         listing = subprocess.run(
@@ -277,6 +351,7 @@ def rerun_stage(root: Path, stage: str, tolerance: float) -> CheckResult:
             env["OMP_NUM_THREADS"] = str(threads)
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         env.pop("KDFLOW_PARENT_RUN_ID", None)
+        env.pop("DVC_STAGE", None)
         out = subprocess.run(
             command,
             cwd=work,
@@ -288,18 +363,32 @@ def rerun_stage(root: Path, stage: str, tolerance: float) -> CheckResult:
         if out.returncode != 0:
             tail = (out.stderr.strip().splitlines() or ["no output"])[-1]
             return CheckResult(name, False, f"rerun failed (exit {out.returncode}): {tail}")
-        differences = []
-        for rel in metrics_paths:
-            locked = json.loads((root / rel).read_text())
-            fresh = json.loads((work / rel).read_text())
-            differences += _differences(_comparable(locked), _comparable(fresh), tolerance)
+        differences: list[str] = []
+        tolerated: list[str] = []
+        for entry_out in outs:
+            rel, locked = str(entry_out["path"]), str(entry_out.get("md5", ""))
+            fresh = work / rel
+            md5 = dvc_md5(fresh)
+            if md5 == locked:
+                continue
+            if md5 is None:
+                differences.append(f"{rel}: not written by the rerun")
+                continue
+            compare = _folder_differences if locked.endswith(".dir") else _file_differences
+            found = compare(root, rel, locked, fresh, tolerance)
+            differences += found
+            if not found:
+                tolerated.append(rel)
     if differences:
         return CheckResult(
             name, False, f"{len(differences)} difference(s): " + "; ".join(differences[:4])
         )
-    exact = "bit-identical" if tolerance == 0 else f"within {tolerance}"
+    paths = ", ".join(str(o["path"]) for o in outs)
     how = "" if threads is None else f" (rerun with {threads} torch thread(s), as recorded)"
-    return CheckResult(name, True, f"{', '.join(metrics_paths)} {exact}{how}")
+    if tolerance == 0:
+        return CheckResult(name, True, f"{paths} bit-identical to dvc.lock{how}")
+    other = f"; other bytes in {', '.join(tolerated)}" if tolerated else ""
+    return CheckResult(name, True, f"{paths} within {tolerance} of dvc.lock{other}{how}")
 
 
 def _recorded_threads(root: Path, metrics_paths: list[str]) -> int | None:

@@ -87,7 +87,16 @@ def test_clean_pipeline_passes_and_records_the_environment(pipeline):
     assert environment["platform"] == sys.platform
 
 
-def test_an_edited_metrics_file_fails_every_check(tampered):
+def _rerun_check(stage: str) -> str:
+    return f"rerun {stage} reproduces its outputs"
+
+
+def _locked_outs(repo: Path, stage: str) -> str:
+    locked = yaml.safe_load((repo / "dvc.lock").read_text())["stages"][stage]
+    return ", ".join(o["path"] for o in locked["outs"])
+
+
+def test_an_edited_metrics_file_fails_the_dvc_and_lineage_checks(tampered):
     name = "mll-kd-full-s0"
     path = tampered / "metrics" / "distill" / f"{name}.json"
     metrics = json.loads(path.read_text())
@@ -95,17 +104,38 @@ def test_an_edited_metrics_file_fails_every_check(tampered):
     metrics["test_acc"] = edited
     path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
 
-    # The rerun re-trains that student from its locked inputs and compares with the file.
+    # The rerun re-trains that student from its locked inputs: it reproduces dvc.lock's
+    # bytes, so the edit is the workspace's, not the pipeline's.
     done, report = _audit(tampered, "--rerun", "distill@mll-kd-full-0")
 
     detail = _failed(done, report, DVC_CHECK)
     assert f"distill@mll-kd-full-0 (changed outs: metrics/distill/{name}.json)" in detail
     lineage = _failed(done, report, LINEAGE_CHECK)
     assert f"distill/{name}: metrics file test_acc {edited} ≠ MLflow run's " in lineage
-    rerun = _failed(done, report, "rerun distill@mll-kd-full-0 reproduces its metrics")
-    assert rerun.startswith(f"1 difference(s): test_acc: {edited} vs ")
-    for reason in (detail, lineage, rerun):
+    rerun = _checks(report)[_rerun_check("distill@mll-kd-full-0")]
+    assert rerun["passed"] is True, rerun
+    assert rerun["detail"].startswith(
+        f"{_locked_outs(tampered, 'distill@mll-kd-full-0')} bit-identical to dvc.lock"
+    )
+    for reason in (detail, lineage):
         assert reason in done.stdout
+
+
+def test_a_rerun_whose_validation_report_changes_names_the_file_and_field(tampered):
+    # Code that writes one more field into validation.json: the tables stay the same.
+    code = tampered / "kdflow" / "data" / "validation.py"
+    text = code.read_text()
+    anchor = '        "success": outcome["success"],\n'
+    assert anchor in text
+    code.write_text(text.replace(anchor, anchor + '        "extra": 1,\n', 1))
+
+    done, report = _audit(tampered, "--rerun", "prepare")
+
+    rerun = _failed(done, report, _rerun_check("prepare"))
+    assert rerun.startswith("4 difference(s): data/prepared/validation.json: splits.all.extra ")
+    assert "present in one run only" in rerun
+    assert "parquet" not in rerun and "meta.json" not in rerun
+    assert rerun in done.stdout
 
 
 def test_a_replaced_model_file_fails(tampered):
@@ -128,11 +158,12 @@ def test_a_param_changed_without_rerunning_fails(tampered):
     done, report = _audit(tampered)
 
     detail = _failed(done, report, DVC_CHECK)
-    # Every student (distilled and baseline) and the report track the distill section.
+    # Every student (distilled and baseline) reads distill.optim; the report does not.
     locked = yaml.safe_load((tampered / "dvc.lock").read_text())["stages"]
     students = [name for name in locked if name.startswith(("distill@", "baseline@"))]
     assert len(students) == 6  # 2 teachers × 2 protocols + 2 baselines, one seed
-    assert detail.startswith(f"{len(students) + 1} stage(s) changed: ")
+    assert detail.startswith(f"{len(students)} stage(s) changed: ")
+    assert "report (" not in detail
     assert "(changed deps: params.yaml (distill.optim.lr))" in detail
     assert detail in done.stdout
     assert _checks(report)[LINEAGE_CHECK]["passed"] is True
@@ -143,7 +174,10 @@ def test_a_deleted_mlflow_run_fails_lineage_while_dvc_is_clean(tampered):
 
     model = "distill/mcmi-kd-full-s0"
     metrics = json.loads((tampered / "metrics" / f"{model}.json").read_text())
-    run_id = metrics["mlflow_run_id"]
+    # dvc repro ran the stage: its run record has DVC's stage name.
+    record = tampered / ".kdflow" / "runs" / "distill@mcmi-kd-full-0.json"
+    run_id = json.loads(record.read_text())["mlflow_run_id"]
+    assert json.loads(record.read_text())["stage"] == metrics["stage"]
     MlflowClient(tracking_uri=_uri(tampered)).delete_run(run_id)
 
     done, report = _audit(tampered)
@@ -162,15 +196,31 @@ def test_rerun_of_a_stage_is_bit_identical(pipeline):
 
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
     assert report["passed"] is True
-    rerun = _checks(report)["rerun teacher_mll reproduces its metrics"]
+    rerun = _checks(report)[_rerun_check("teacher_mll")]
     assert rerun == {
-        "name": "rerun teacher_mll reproduces its metrics",
+        "name": _rerun_check("teacher_mll"),
         "passed": True,
-        "detail": "metrics/teacher/mll.json bit-identical "
+        "detail": f"{_locked_outs(pipeline, 'teacher_mll')} bit-identical to dvc.lock "
         "(rerun with 1 torch thread(s), as recorded)",
     }
+    assert "models/teacher/mll.pt" in rerun["detail"]  # the model file too, byte for byte
     assert "bit-identical" in done.stdout
     assert (model.read_bytes(), model.stat().st_mtime_ns) == before  # ran in a scratch copy
+
+
+def test_rerun_of_prepare_reproduces_the_locked_folder_md5(pipeline):
+    from kdflow.audit.checks import dvc_md5
+
+    locked = yaml.safe_load((pipeline / "dvc.lock").read_text())["stages"]["prepare"]["outs"]
+    # Computed as DVC does: the md5 of the folder's listing, with ".dir".
+    for out in locked:
+        assert dvc_md5(pipeline / out["path"]) == out["md5"], out["path"]
+
+    done, report = _audit(pipeline, "--rerun", "prepare")
+
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    rerun = _checks(report)[_rerun_check("prepare")]
+    assert rerun["detail"] == f"{_locked_outs(pipeline, 'prepare')} bit-identical to dvc.lock"
 
 
 def test_rerun_uses_the_thread_count_the_stage_ran_with(tampered):
@@ -187,15 +237,17 @@ def test_rerun_uses_the_thread_count_the_stage_ran_with(tampered):
 
     _, report = _audit(tampered, "--rerun", "teacher_mll")  # OMP_NUM_THREADS not set here
 
-    rerun = _checks(report)["rerun teacher_mll reproduces its metrics"]
+    rerun = _checks(report)[_rerun_check("teacher_mll")]
     assert rerun["passed"] is True, rerun
-    assert rerun["detail"].endswith("bit-identical (rerun with 1 torch thread(s), as recorded)")
+    assert rerun["detail"].endswith(
+        "bit-identical to dvc.lock (rerun with 1 torch thread(s), as recorded)"
+    )
 
 
 def test_rerun_of_an_unknown_stage_names_the_known_ones(pipeline):
     done, report = _audit(pipeline, "--rerun", "nosuchstage")
 
-    detail = _failed(done, report, "rerun nosuchstage reproduces its metrics")
+    detail = _failed(done, report, _rerun_check("nosuchstage"))
     locked = yaml.safe_load((pipeline / "dvc.lock").read_text())["stages"]
     assert detail == f"stage 'nosuchstage' is not in dvc.lock; known: {', '.join(sorted(locked))}"
     assert {"teacher_mll", "evaluate", "report"} <= set(locked)
