@@ -36,7 +36,7 @@ def main(args: argparse.Namespace) -> None:
             out.path(METRICS).write_text(json_text(metrics))
             seconds = round(time.perf_counter() - started, 2)
             write_run_record(out, "prepare", run.run_id, {"seconds": seconds})
-        run.log_params(flatten(params.data.model_dump(), "data."))
+        run.log_params(flatten(params.data.model_dump(exclude={"augment"}), "data."))
         run.log_metrics({f"rows_{s}": n for s, n in meta["rows"].items()} | {"seconds": seconds})
         run.set_tags({f"kdflow.output.{s}": h for s, h in meta["hashes"].items()})
         run.set_tags({"kdflow.validation": meta["validation"]})
