@@ -32,6 +32,20 @@ def _path_covers(declared: str, path: str) -> bool:
     return path == declared or path.startswith(f"{declared.rstrip('/')}/")
 
 
+def _mismatches(
+    name: str, what: str, declared: list[str], read: list[str], covers: Any
+) -> list[str]:
+    """Return one line each for what `name` reads undeclared and declares but never reads."""
+    undeclared = [r for r in read if not any(covers(d, r) for d in declared)]
+    unread = [d for d in declared if not any(covers(d, r) for r in read)]
+    problems = []
+    if undeclared:
+        problems.append(f"{name} reads undeclared {what} {undeclared}")
+    if unread:
+        problems.append(f"{name} declares {what} it never reads {unread}")
+    return problems
+
+
 def _is_code(path: str) -> bool:
     return path.split("/")[0] in CODE_ROOTS
 
@@ -74,12 +88,7 @@ def test_each_stage_declares_exactly_the_params_keys_it_reads(
     for name, stage in stages.items():
         declared = list(stage["lock"].get("params", {}).get("params.yaml", {}))
         read = [k for k in stage["trace"]["params"] if not k.startswith(UNDECLARED_PARAMS)]
-        undeclared = [k for k in read if not any(_covers(d, k) for d in declared)]
-        unread = [d for d in declared if not any(_covers(d, k) for k in read)]
-        if undeclared:
-            problems.append(f"{name} reads undeclared params {undeclared}")
-        if unread:
-            problems.append(f"{name} declares params it never reads {unread}")
+        problems += _mismatches(name, "params", declared, read, _covers)
     assert problems == [], "\n".join(problems)
 
 
@@ -115,12 +124,7 @@ def test_each_stage_declares_exactly_the_data_it_reads(
             and not path.startswith("checkpoints/")  # the stage's own resume state
             and not any(_path_covers(o, path) for o in outs)  # read back for MLflow
         ]
-        undeclared = [p for p in read if not any(_path_covers(d, p) for d in deps)]
-        unread = [d for d in deps if not any(_path_covers(d, p) for p in read)]
-        if undeclared:
-            problems.append(f"{name} reads undeclared {undeclared}")
-        if unread:
-            problems.append(f"{name} declares data it never reads {unread}")
+        problems += _mismatches(name, "data", deps, read, _path_covers)
     assert problems == [], "\n".join(problems)
 
 
