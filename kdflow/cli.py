@@ -1,5 +1,6 @@
 """The `kdflow` command: `audit` checks that the pipeline's numbers can be trusted; `preset`
-turns a paper preset into `dvc exp run` parameter overrides."""
+turns a paper preset into `dvc exp run` parameter overrides; `readme` copies the report's
+results into README.md."""
 
 from __future__ import annotations
 
@@ -165,3 +166,34 @@ def preset(
         raise typer.Exit(2) from None
     for pair in pairs:
         typer.echo(f"-S {pair}")
+
+
+@app.command()
+def readme(
+    root: Annotated[Path, typer.Option(help="repository root")] = Path("."),
+) -> None:
+    """Replace README.md's results block with reports/report.md's, naming the commit."""
+    import subprocess
+
+    from kdflow.errors import KdflowError
+    from kdflow.report.readme import update_readme
+
+    head = subprocess.run(
+        ["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True
+    )
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--", "kdflow", "stages", "dvc.yaml", "dvc.lock"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    try:
+        if head.returncode != 0:
+            raise KdflowError(f"{root} is not a git checkout; the results must name a commit")
+        if status.stdout.strip():
+            raise KdflowError("the code or dvc.lock has uncommitted changes; commit them first")
+        copied = update_readme(root, head.stdout.strip())
+    except KdflowError as exc:
+        typer.echo(f"kdflow readme: error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"README.md results from commit {head.stdout.strip()}; figures: {len(copied)}")

@@ -246,7 +246,7 @@ class DistillParams(_Section):
     teachers: list[TeacherKind] = Field(default_factory=lambda: list(TEACHERS))
     methods: list[str] = Field(default_factory=lambda: ["kd", "dkd", "pkt"])
     protocols: list[ProtocolName] = Field(default_factory=lambda: list(PROTOCOLS))
-    seeds: list[int] = Field(default_factory=lambda: [0, 1])
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     protocol_params: ProtocolParams = ProtocolParams()
     cache_teacher: bool = True  # reuse teacher outputs across epochs (inputs not augmented)
     # last: the final epoch (the schedule has annealed); best_val_acc: the best validation epoch

@@ -5,7 +5,7 @@ Every assembly stage runs once per seed of `assembly.seeds` (a DVC matrix; the s
 and the per-module checkpoints live beside the six final models, which are the only ones
 `evaluate` scores:
 
-    models/assembly/meta-s<seed>.pt, incubate/<i>-s<seed>.pt, m2m/<i>-s<seed>.pt
+    models/assembly/meta-s<seed>.pt, incubate/s<seed>/<i>.pt, m2m/s<seed>/<i>.pt
                                                  (meta and module checkpoints)
     models/assembly/{dma,dma_e2e,dma_scratch,m2m,m2m_e2e,m2m_scratch}-s<seed>.pt
                                                  (final models)
@@ -38,8 +38,12 @@ TEACHER = Path("models/teacher/mll.pt")
 
 
 def output_name(kind: str, seed: int, module: int | None = None) -> str:
-    """Return an output's name: `dma-s0`, `meta-s1`, `incubate/2-s0` (module 2, seed 0)."""
-    return f"{kind}-s{seed}" if module is None else f"{kind}/{module}-s{seed}"
+    """Return an output's name: `dma-s0`, `meta-s1`, `incubate/s0/2` (module 2, seed 0).
+
+    A seed's modules share one folder, so the stage assembling them depends on that folder
+    alone and another seed's modules never make it stale.
+    """
+    return f"{kind}-s{seed}" if module is None else f"{kind}/s{seed}/{module}"
 
 
 def stage_name(stage: str, seed: int, module: int | None = None) -> str:

@@ -1,7 +1,8 @@
 """DVC stage `report`: metrics/eval.json → reports/report.md, .html, figures, metrics/summary.json.
 
-Reads the params keys distill.student, distill.select, distill.protocols,
-distill.protocol_params.fewshot.fraction and teacher.model, nothing else.
+Also reads the evaluated students' per-epoch tables (plots/distill) for the learning curves
+and writes them as reports/curves.tsv. Reads the params keys distill.student, distill.select,
+distill.protocols, distill.protocol_params.fewshot.fraction and teacher.model, nothing else.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from stages._cli import run_stage, stage_parser
 REPORTS = Path("reports")
 EVAL = Path("metrics/eval.json")
 SUMMARY = Path("metrics/summary.json")
+PLOTS = Path("plots")
 log = logging.getLogger(__name__)
 HTML_HEAD = (
     "<!doctype html><meta charset='utf-8'><title>kdflow report</title>"
@@ -38,6 +40,7 @@ def main(args: argparse.Namespace) -> None:
     from kdflow.errors import KdflowError
     from kdflow.io import json_text, sha256_file, staged_outputs, write_run_record
     from kdflow.report.build import build_report
+    from kdflow.report.curves import curves_tsv, student_curves
     from kdflow.report.tables import summary
     from kdflow.tracking import stage_run
 
@@ -55,6 +58,7 @@ def main(args: argparse.Namespace) -> None:
         },
         "teacher": {"model": params.teacher.model},
     }
+    curves = student_curves(records, PLOTS)
     with stage_run("report", params, {"eval": sha256_file(EVAL)}) as run:
         with staged_outputs() as out:
             text = build_report(
@@ -63,6 +67,7 @@ def main(args: argparse.Namespace) -> None:
                 params=settings,
                 provenance={"params_hash": params_hash(settings)},
                 figures=out.dir(REPORTS / "figures"),
+                curves=curves,
             )
             # Every evaluated model must appear; otherwise nothing is written.
             missing = [r["name"] for r in records if r["name"] not in text]
@@ -72,6 +77,7 @@ def main(args: argparse.Namespace) -> None:
             out.path(REPORTS / "report.html").write_text(HTML_HEAD + html)
             out.path(REPORTS / "report.md").write_text(text)
             out.path(SUMMARY).write_text(json_text(summary(records)))
+            out.path(REPORTS / "curves.tsv").write_text(curves_tsv(curves))
             seconds = round(time.perf_counter() - started, 2)
             write_run_record(out, "report", run.run_id, {"seconds": seconds})
         run.log_metrics({"seconds": seconds})

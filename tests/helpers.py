@@ -23,6 +23,7 @@ REPO_FILES = (
     ".dvcignore",
     ".dvc/config",
     ".dvc/.gitignore",
+    ".dvc/plots/series.json",
 )
 REPO_TREES = ("kdflow", "stages")
 # The assembly section of a tiny whole-pipeline run whose teacher is a cnn3: the m2mKD teacher

@@ -6,19 +6,21 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from kdflow.report.tables import fmt, group_students, mean_std, teacher_gains
+from kdflow.report.curves import Cell
+from kdflow.report.stats import PairedDifference, format_difference, paired_difference
+from kdflow.report.tables import fmt, group_students, mean_std, paired_comparisons
 
 PROTOCOL_TITLES = {"full": "full data", "fewshot": "few-shot", "zeroshot": "omitted classes"}
 
 
-def _figure(path: Path, draw: Any, size: tuple[float, float] = (6, 3.5)) -> str:
+def _figure(path: Path, draw: Any, size: tuple[float, float] = (6, 3.5), ncols: int = 1) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=size)
-    draw(ax)
+    fig, axes = plt.subplots(1, ncols, figsize=size, squeeze=False)
+    draw(axes[0, 0] if ncols == 1 else list(axes[0]))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     # No "Software" entry: the bytes stay the same across matplotlib patch releases.
@@ -63,6 +65,35 @@ def _teachers(records: list[dict[str, Any]], figures: Path) -> list[str]:
     return lines
 
 
+TEACHER_VERDICTS = {"higher": "MCMI higher", "lower": "MLL higher"}
+
+
+def _paired_table(
+    records: list[dict[str, Any]], protocol: str, what: str, key: str = "test_acc"
+) -> list[str]:
+    rows = paired_comparisons(records, protocol, key)
+    if not rows:
+        return []
+
+    def cell(diff: PairedDifference | None) -> str:
+        return format_difference(diff) if diff else "—"
+
+    lines = [
+        f"\nPaired by seed: the difference in {what} (points) with its 95% t-interval; a "
+        "verdict only where the interval excludes 0:\n",
+        "| method | MCMI − MLL | verdict | MLL − no teacher | MCMI − no teacher |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        diff = row["mcmi_vs_mll"]
+        verdict = TEACHER_VERDICTS.get(diff.verdict, diff.verdict) if diff else "—"
+        lines.append(
+            f"| {row['method']} | {cell(diff)} | {verdict} | {cell(row['mll_vs_none'])} | "
+            f"{cell(row['mcmi_vs_none'])} |"
+        )
+    return lines
+
+
 def _students(records: list[dict[str, Any]], protocols: list[str]) -> list[str]:
     groups = group_students(records)
     lines = []
@@ -82,21 +113,7 @@ def _students(records: list[dict[str, Any]], protocols: list[str]) -> list[str]:
                 values = groups.get((teacher, method, protocol))
                 cells.append(fmt(*mean_std(values), len(values)) if values else "—")
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
-        gains = teacher_gains(groups, protocol)
-        if gains:
-            lines.append(
-                "\nMCMI − MLL teacher, per method (significant only when larger than the std):\n"
-            )
-            lines.append("| method | gain (points) | std | verdict |")
-            lines.append("|---|---|---|---|")
-            for g in gains:
-                verdict = (
-                    ("MCMI better" if g["gain"] > 0 else "MLL better")
-                    if g["significant"]
-                    else "no significant difference"
-                )
-                gain, std = g["gain"] * 100, g["threshold"] * 100
-                lines.append(f"| {g['method']} | {gain:+.2f} | {std:.2f} | {verdict} |")
+        lines += _paired_table(records, protocol, "test accuracy")
     return lines or ["_No student was trained._"]
 
 
@@ -158,6 +175,7 @@ def _zeroshot(records: list[dict[str, Any]], class_names: list[str], figures: Pa
             f"| {teacher} | {method} | {fmt(*mean_std(values), len(values))} | "
             f"{fmt(*mean_std(overall), len(overall))} |"
         )
+    lines += _paired_table(records, "zeroshot", "omitted-class accuracy", "omitted_acc")
     best = max(
         (k for k in omitted_groups if k[2] == "zeroshot"),
         key=lambda k: mean_std(omitted_groups[k])[0],
@@ -201,6 +219,33 @@ def _zeroshot(records: list[dict[str, Any]], class_names: list[str], figures: Pa
     return lines
 
 
+def _curves(curves: dict[Cell, list[float]], protocols: list[str], figures: Path) -> list[str]:
+    shown = [p for p in protocols if any(cell[2] == p for cell in curves)]
+    if not shown:
+        return ["_No student was trained._"]
+
+    def draw(axes: Any) -> None:
+        axes = axes if isinstance(axes, list) else [axes]
+        for ax, protocol in zip(axes, shown, strict=True):
+            for cell, values in curves.items():
+                if cell[2] != protocol:
+                    continue
+                style = "--" if cell[0] == "none" else ("-" if cell[0] == "mcmi" else ":")
+                label = "no teacher" if cell[0] == "none" else f"{cell[0]}-{cell[1]}"
+                epochs = range(1, len(values) + 1)
+                ax.plot(epochs, [v * 100 for v in values], style, marker=".", label=label)
+            ax.set_title(PROTOCOL_TITLES.get(protocol, protocol))
+            ax.set_xlabel("epoch")
+        axes[0].set_ylabel("validation accuracy (%)")
+        axes[-1].legend(fontsize="small", loc="lower right")
+
+    return [
+        "Validation accuracy per epoch, mean over seeds (MCMI teacher solid, MLL dotted, no "
+        "teacher dashed); `reports/curves.tsv` holds the same numbers for `dvc plots show`.\n",
+        _figure(figures / "curves.png", draw, (4 * len(shown), 3.5), ncols=len(shown)),
+    ]
+
+
 ASSEMBLY_PAIRS = (
     ("dma", "dma_e2e", "dma_scratch", "Deep Model Assembling"),
     ("m2m", "m2m_e2e", "m2m_scratch", "m2mKD"),
@@ -237,6 +282,22 @@ def _assembly(records: list[dict[str, Any]], figures: Path) -> list[str]:
                 f"| {cell(rows, 'assembled_test_acc')} |"
             )
 
+    def by_seed(name: str) -> dict[int, float]:
+        return {int(r["name"].rsplit("-s", 1)[1]): r["test_acc"] for r in models[name]}
+
+    lines += [
+        "\nPaired by assembly seed: the modular model's test accuracy minus its baselines' "
+        "(points, 95% t-interval):\n",
+        "| method | modular − end to end | modular − scratch |",
+        "|---|---|---|",
+    ]
+    for modular, e2e, scratch, title in pairs:
+        cells = []
+        for baseline in (e2e, scratch):
+            diff = paired_difference(by_seed(baseline), by_seed(modular))
+            cells.append(format_difference(diff) if diff else "—")
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+
     def mean_acc(name: str) -> float:
         return statistics.fmean(r["test_acc"] for r in models[name]) * 100
 
@@ -265,6 +326,7 @@ def build_report(
     params: dict[str, Any],
     provenance: dict[str, Any],
     figures: Path,
+    curves: dict[Cell, list[float]] | None = None,
 ) -> str:
     """Return the report's Markdown after writing its figures into `figures`."""
     distill = params.get("distill", {})
@@ -280,6 +342,8 @@ def build_report(
         *_teachers(records, figures),
         "\n## Students\n",
         *_students(records, distill.get("protocols", [])),
+        "\n## Learning curves\n",
+        *_curves(curves or {}, distill.get("protocols", []), figures),
         "\n## Few-shot\n",
         *_fewshot(records, distill.get("fewshot_fraction", 0.1), figures),
         "\n## Omitted classes (zero-shot)\n",

@@ -1,10 +1,12 @@
-"""Aggregations behind the report: mean ± std over seeds and the MCMI − MLL gains."""
+"""Aggregations behind the report: mean ± std over seeds and paired differences between cells."""
 
 from __future__ import annotations
 
 import statistics
 from collections import defaultdict
 from typing import Any
+
+from kdflow.report.stats import paired_difference
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -31,25 +33,45 @@ def group_students(
     return dict(groups)
 
 
-def teacher_gains(groups: dict[tuple, list[float]], protocol: str) -> list[dict[str, Any]]:
-    """Return per method the MCMI − MLL difference of means, significant only when > both stds."""
+def seeds_of(
+    records: list[dict[str, Any]], teacher: str, method: str, protocol: str, key: str = "test_acc"
+) -> dict[int, float]:
+    """Return {seed: value of `key`} of one student cell (teacher, method, protocol)."""
+    return {
+        r["seed"]: r[key]
+        for r in records
+        if r.get("kind") == "distill"
+        and (r["teacher"], r["method"], r["protocol"]) == (teacher, method, protocol)
+        and r.get(key) is not None
+    }
+
+
+def paired_comparisons(
+    records: list[dict[str, Any]], protocol: str, key: str = "test_acc"
+) -> list[dict[str, Any]]:
+    """Return per method the paired MCMI − MLL difference and each teacher's gain over none.
+
+    Rows: {"method", "mcmi_vs_mll", "mll_vs_none", "mcmi_vs_none"}, each a PairedDifference
+    over the seeds both sides share (None where one side is missing).
+    """
+    methods = sorted(
+        {
+            r["method"]
+            for r in records
+            if r.get("kind") == "distill" and r["protocol"] == protocol and r["teacher"] != "none"
+        }
+    )
+    baseline = seeds_of(records, "none", "none", protocol, key)
     rows = []
-    methods = sorted({m for (t, m, p) in groups if p == protocol and t != "none"})
     for method in methods:
-        mll, mcmi = groups.get(("mll", method, protocol)), groups.get(("mcmi", method, protocol))
-        if not mll or not mcmi:
-            continue
-        (m1, s1), (m2, s2) = mean_std(mll), mean_std(mcmi)
-        gain = m2 - m1
-        threshold = max(s1, s2)
+        mll = seeds_of(records, "mll", method, protocol, key)
+        mcmi = seeds_of(records, "mcmi", method, protocol, key)
         rows.append(
             {
                 "method": method,
-                "mll": (m1, s1, len(mll)),
-                "mcmi": (m2, s2, len(mcmi)),
-                "gain": gain,
-                "threshold": threshold,
-                "significant": len(mll) > 1 and len(mcmi) > 1 and abs(gain) > threshold,
+                "mcmi_vs_mll": paired_difference(mll, mcmi),
+                "mll_vs_none": paired_difference(baseline, mll),
+                "mcmi_vs_none": paired_difference(baseline, mcmi),
             }
         )
     return rows

@@ -55,7 +55,7 @@ def test_only_the_grid_s_models_are_found_not_stale_or_intermediate_files(tmp_pa
         "assembly/meta-s0",
         "assembly/dma-s1",
     ]
-    for name in [*stale, "assembly/incubate/0-s0", "assembly/m2m/1-s0"]:
+    for name in [*stale, "assembly/incubate/s0/0", "assembly/m2m/s0/1"]:
         _touch(models, metrics, name)
 
     entries = find_models(models, metrics, names)

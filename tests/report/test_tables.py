@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from kdflow.report.tables import fmt, group_students, mean_std, summary, teacher_gains
+from kdflow.report.tables import fmt, group_students, mean_std, paired_comparisons, summary
 
 
 def _student(teacher: str, method: str, protocol: str, seed: int, **values: float) -> dict:
@@ -67,63 +67,57 @@ def test_group_students_collects_seeds_per_teacher_method_protocol():
     }
 
 
-def test_teacher_gains_are_significant_only_beyond_the_std():
-    groups = {
-        # kd: MCMI 0.91 vs MLL 0.81, both stds √0.0002 ≈ 0.0141 → a significant +0.10.
-        ("mll", "kd", "full"): [0.80, 0.82],
-        ("mcmi", "kd", "full"): [0.90, 0.92],
-        # dkd: gain +0.02 but the stds are √0.005 ≈ 0.0707 → not significant.
-        ("mll", "dkd", "full"): [0.70, 0.80],
-        ("mcmi", "dkd", "full"): [0.72, 0.82],
-        # pkt: MLL better by 0.10, stds √0.0002 → significant, negative gain.
-        ("mll", "pkt", "full"): [0.90, 0.92],
-        ("mcmi", "pkt", "full"): [0.80, 0.82],
-        # sp: MLL std 0, MCMI std √0.02 ≈ 0.141 > gain 0.10: the larger std decides.
-        ("mll", "sp", "full"): [0.80, 0.80],
-        ("mcmi", "sp", "full"): [0.80, 1.00],
-        # at: only one teacher → no row; the baseline and other protocols never count.
-        ("mll", "at", "full"): [0.5, 0.6],
-        ("none", "none", "full"): [0.1, 0.2],
-        ("mcmi", "kd", "zeroshot"): [0.1, 0.2],
+T_975_DF2 = 4.302652729911275  # t_{0.975} with 2 degrees of freedom, from a table
+
+
+def test_paired_comparisons_pair_each_cell_with_the_other_teacher_and_the_baseline():
+    accs = {
+        # kd: MCMI − MLL per seed +0.03, +0.02, +0.04 → mean 0.03, sd 0.01: interval > 0.
+        ("mll", "kd"): [0.80, 0.70, 0.75],
+        ("mcmi", "kd"): [0.83, 0.72, 0.79],
+        # dkd: +0.02, −0.02, 0.00 → an interval around 0, no verdict.
+        ("mll", "dkd"): [0.80, 0.82, 0.81],
+        ("mcmi", "dkd"): [0.82, 0.80, 0.81],
+        ("none", "none"): [0.60, 0.61, 0.62],
     }
+    records = [
+        _student(teacher, method, "full", seed, test_acc=value)
+        for (teacher, method), values in accs.items()
+        for seed, value in enumerate(values)
+    ]
+    records.append(_student("mcmi", "kd", "fewshot", 0, test_acc=0.1))  # another protocol
 
-    rows = {row["method"]: row for row in teacher_gains(groups, "full")}
+    rows = {row["method"]: row for row in paired_comparisons(records, "full")}
 
-    assert sorted(rows) == ["dkd", "kd", "pkt", "sp"]
-    expected = {  # method: (gain, threshold, significant)
-        "kd": (0.10, math.sqrt(0.0002), True),
-        "dkd": (0.02, math.sqrt(0.005), False),
-        "pkt": (-0.10, math.sqrt(0.0002), True),
-        "sp": (0.10, math.sqrt(0.02), False),
-    }
-    for method, (gain, threshold, significant) in expected.items():
-        row = rows[method]
-        assert row["gain"] == pytest.approx(gain, abs=1e-12), method
-        assert row["threshold"] == pytest.approx(threshold, abs=1e-12), method
-        assert row["significant"] is significant, method
-    assert rows["kd"]["mll"] == pytest.approx((0.81, math.sqrt(0.0002), 2))
-    assert rows["kd"]["mcmi"] == pytest.approx((0.91, math.sqrt(0.0002), 2))
-
-
-def test_a_single_seed_is_never_significant():
-    groups = {
-        ("mll", "kd", "full"): [0.10],
-        ("mcmi", "kd", "full"): [0.90],
-        # One side with several seeds is not enough either.
-        ("mll", "dkd", "full"): [0.10, 0.11],
-        ("mcmi", "dkd", "full"): [0.90],
-    }
-
-    rows = {row["method"]: row for row in teacher_gains(groups, "full")}
-
-    assert rows["kd"]["gain"] == pytest.approx(0.80) and rows["kd"]["threshold"] == 0.0
-    assert rows["kd"]["significant"] is False
-    assert rows["dkd"]["significant"] is False
+    assert sorted(rows) == ["dkd", "kd"]
+    kd = rows["kd"]["mcmi_vs_mll"]
+    half = T_975_DF2 * 0.01 / math.sqrt(3)
+    assert (kd.mean, kd.low, kd.high, kd.n) == pytest.approx((0.03, 0.03 - half, 0.03 + half, 3))
+    assert kd.verdict == "higher"
+    dkd = rows["dkd"]["mcmi_vs_mll"]
+    assert dkd.mean == pytest.approx(0.0, abs=1e-12) and dkd.verdict == "no evidence either way"
+    # MLL kd − none per seed: +0.20, +0.09, +0.13.
+    gain = rows["kd"]["mll_vs_none"]
+    diffs = [0.20, 0.09, 0.13]
+    mean, sd = sum(diffs) / 3, math.sqrt(sum((d - sum(diffs) / 3) ** 2 for d in diffs) / 2)
+    assert (gain.mean, gain.high) == pytest.approx((mean, mean + T_975_DF2 * sd / math.sqrt(3)))
 
 
-def test_teacher_gains_of_a_protocol_without_both_teachers_is_empty():
-    assert teacher_gains({("none", "none", "full"): [0.5, 0.6]}, "full") == []
-    assert teacher_gains({("mll", "kd", "full"): [0.5, 0.6]}, "fewshot") == []
+def test_paired_comparisons_pair_only_shared_seeds_and_read_the_key_asked_for():
+    records = [
+        _student("mll", "kd", "zeroshot", 0, test_acc=0.9, omitted_acc=0.10),
+        _student("mll", "kd", "zeroshot", 1, test_acc=0.9, omitted_acc=0.20),
+        _student("mcmi", "kd", "zeroshot", 1, test_acc=0.9, omitted_acc=0.50),
+        _student("mcmi", "kd", "zeroshot", 2, test_acc=0.9, omitted_acc=0.70),
+    ]
+
+    (row,) = paired_comparisons(records, "zeroshot", "omitted_acc")
+
+    diff = row["mcmi_vs_mll"]
+    assert (diff.n, diff.mean) == (1, pytest.approx(0.30))  # seed 1 only
+    assert diff.verdict == "no evidence either way"
+    assert row["mll_vs_none"] is None and row["mcmi_vs_none"] is None
+    assert paired_comparisons(records, "full") == []
 
 
 def test_summary_has_flat_stable_keys_for_every_teacher_cell_and_assembled_model():

@@ -166,7 +166,7 @@ def test_meta_killed_twice_resumes_to_the_same_result(
     second, second_err = signal_after_epoch(command, repo, stage_env, 3, signal.SIGKILL)
 
     assert first == second == -signal.SIGKILL, first_err + second_err
-    assert (repo / "checkpoints" / "meta.pt").is_file()
+    assert (repo / "checkpoints" / "meta@s0.pt").is_file()
     assert _resumed_after(second_err) >= 1
     assert {k: v for k, v in snapshot(repo).items() if not k.startswith("checkpoints/")} == (
         untouched
@@ -176,7 +176,7 @@ def test_meta_killed_twice_resumes_to_the_same_result(
 
     assert 3 <= _resumed_after(final.stderr) < META_EPOCHS
     _assert_same_result(
-        _outputs_of(repo, "assembly", "meta"),
-        _outputs_of(meta_reference["repo"], "assembly", "meta"),
+        _outputs_of(repo, "assembly", "meta-s0"),
+        _outputs_of(meta_reference["repo"], "assembly", "meta-s0"),
     )
-    assert not (repo / "checkpoints" / "meta.pt").exists()
+    assert not (repo / "checkpoints" / "meta@s0.pt").exists()

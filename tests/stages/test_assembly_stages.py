@@ -68,7 +68,7 @@ SEED_ARGS = ("--seed", str(SEED))
 
 def _out(name: str, module: int | None = None) -> str:
     """Return the output name of this seed's `name` (module i's for a per-module stage)."""
-    return f"{name}-s{SEED}" if module is None else f"{name}/{module}-s{SEED}"
+    return f"{name}-s{SEED}" if module is None else f"{name}/s{SEED}/{module}"
 
 
 def _stage(name: str, module: int | None = None) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import TINY_PIPELINE, copy_pipeline, run_in_pipeline, set_params
+from tests.helpers import TINY_ASSEMBLY, TINY_PIPELINE, copy_pipeline, run_in_pipeline, set_params
 
 pytestmark = pytest.mark.slow
 
@@ -24,23 +24,23 @@ VENV_BIN = Path(sys.executable).parent
 TEACHERS = tuple(TINY_PIPELINE["distill"]["teachers"])
 PROTOCOLS = tuple(TINY_PIPELINE["distill"]["protocols"])
 SEEDS = tuple(TINY_PIPELINE["distill"]["seeds"])
-ASSEMBLY_STAGES = {
+ASSEMBLY_SEEDS = tuple(TINY_ASSEMBLY["seeds"])
+ASSEMBLY_STAGES = {  # stage: the model it writes, once per assembly seed
     "assemble": "dma",
     "dma_e2e": "dma_e2e",
+    "dma_scratch": "dma_scratch",
     "m2m_assemble": "m2m",
     "m2m_e2e": "m2m_e2e",
+    "m2m_scratch": "m2m_scratch",
 }
+ASSEMBLED = [f"assembly/{m}-s{s}" for m in ASSEMBLY_STAGES.values() for s in ASSEMBLY_SEEDS]
 STUDENTS = [
     f"distill/{teacher}-{method}-{protocol}-s{seed}"
     for teacher, method in [*((t, "kd") for t in TEACHERS), ("none", "none")]
     for protocol in PROTOCOLS
     for seed in SEEDS
 ]
-MODELS = (
-    [f"teacher/{t}" for t in TEACHERS]
-    + STUDENTS
-    + [f"assembly/{name}" for name in ASSEMBLY_STAGES.values()]
-)
+MODELS = [f"teacher/{t}" for t in TEACHERS] + STUDENTS + ASSEMBLED
 
 
 def _dvc(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -66,10 +66,13 @@ def _stage_metrics(repo: Path, name: str) -> dict[str, Any]:
 
 def test_repro_ran_every_stage(pipeline):
     out = pipeline["repro"].stdout
-    stages = ("prepare", "teacher_mll", "teacher_mcmi", "meta", *ASSEMBLY_STAGES, "evaluate")
-    for stage in (*stages, "report"):
+    for stage in ("prepare", "teacher_mll", "teacher_mcmi", "evaluate", "report"):
         assert f"Running stage '{stage}'" in out, out
-    assert out.count("Running stage 'incubate@") == out.count("Running stage 'm2m@") == 3
+    for stage in ("meta", *ASSEMBLY_STAGES):
+        for seed in ASSEMBLY_SEEDS:
+            assert f"Running stage '{stage}@{seed}'" in out, (stage, seed)
+    modules = 3 * len(ASSEMBLY_SEEDS)
+    assert out.count("Running stage 'incubate@") == out.count("Running stage 'm2m@") == modules
     assert out.count("Running stage 'distill@") == len(TEACHERS) * len(PROTOCOLS) * len(SEEDS)
     assert out.count("Running stage 'baseline@") == len(PROTOCOLS) * len(SEEDS)
 
@@ -162,10 +165,10 @@ def test_report_has_every_section_provenance_and_stage(pipeline):
     # Both teachers and every student group are in the tables.
     assert "| MLL |" in text and "| MCMI |" in text
     assert "| kd |" in text and "| none |" in text
-    # Each modular model and its end-to-end baseline, with eval.json's accuracy.
+    # Each modular model and its baselines, with eval.json's accuracy (one assembly seed).
     models = _json(repo / "metrics" / "eval.json")["models"]
     for name in ASSEMBLY_STAGES.values():
-        record = models[f"assembly/{name}"]
+        record = models[f"assembly/{name}-s{ASSEMBLY_SEEDS[0]}"]
         assert f"(`{name}`) | {record['test_acc'] * 100:.2f} |" in text, name
 
 
@@ -181,7 +184,7 @@ def test_summary_holds_the_headline_numbers_under_stable_keys(pipeline):
     }
     expected = {f"teacher.{t}.{k}" for t in TEACHERS for k in ("test_acc", "test_cmi")}
     expected |= {f"student.{c}.{k}" for c in cells for k in ("acc_mean", "acc_std", "n")}
-    expected |= {f"assembly.{a}.test_acc" for a in ASSEMBLY_STAGES.values()}
+    expected |= {f"assembly.{a.split('/')[1]}.test_acc" for a in ASSEMBLED}
     assert set(summary) == expected
     assert summary["teacher.mll.test_acc"] == round(models["teacher/mll"]["test_acc"], 4)
     cell = "student.mll-kd-full.acc_mean"
@@ -242,7 +245,7 @@ def test_report_html_renders_the_markdown(pipeline):
     assert html.startswith("<!doctype html>")
     assert "<h2>Provenance</h2>" in html
     assert "<table>" in html
-    assert "assembly/dma" in html
+    assert "assembly/dma-s0" in html
 
 
 def test_the_pipeline_is_up_to_date_and_a_second_repro_runs_nothing(pipeline):
@@ -256,3 +259,28 @@ def test_the_pipeline_is_up_to_date_and_a_second_repro_runs_nothing(pipeline):
     assert "Running stage" not in second.stdout, second.stdout
     assert "Stage 'report' didn't change, skipping" in second.stdout
     assert {p: p.stat().st_mtime_ns for p in watched} == before
+
+
+def test_the_top_level_plots_overlay_the_students_curves_and_show_every_figure(pipeline):
+    repo = pipeline["repo"]
+    curves = (repo / "reports" / "curves.tsv").read_text().splitlines()
+    assert curves[0] == "epoch\tval_acc\tseries"
+    epochs = TINY_PIPELINE["distill"]["optim"]["epochs"]
+    cells = {f"{t}-kd-{p}" for t in TEACHERS for p in PROTOCOLS}
+    cells |= {f"no teacher-{p}" for p in PROTOCOLS}
+    assert len(curves) == 1 + epochs * len(cells)
+    # One seed: each cell's curve is its student's own per-epoch table.
+    kd = [line.split("\t") for line in curves[1:] if line.endswith("\tmll-kd-full")]
+    table = (repo / "plots" / "distill" / "mll-kd-full-s0.tsv").read_text().splitlines()
+    column = table[0].split("\t").index("val_acc")
+    assert [float(v) for _, v, _ in kd] == [float(r.split("\t")[column]) for r in table[1:]]
+
+    shown = json.loads(_dvc(repo, "plots", "show", "--json").stdout)
+
+    assert not shown.get("errors"), shown["errors"]
+    (curve,) = shown["data"]["student validation curves"]
+    values = curve["content"]["data"]["values"]
+    assert {v["series"] for v in values} == cells
+    assert curve["content"]["encoding"]["color"]["field"] == "series"
+    figures = {p.name for p in (repo / "reports" / "figures").iterdir()}
+    assert {k.split("/")[-1] for k in shown["data"] if k.endswith(".png")} == figures
