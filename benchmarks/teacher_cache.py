@@ -23,9 +23,8 @@ import torch
 
 from kdflow.config import OptimParams
 from kdflow.data.tensors import Split
-from kdflow.losses import OutputShapes, build_method
 from kdflow.models import build_model
-from kdflow.train.distill import DistillObjective, TeacherCache
+from kdflow.train.distill import build_objective
 from kdflow.train.trainer import FitConfig, fit
 
 INPUT_SHAPE = (1, 40)
@@ -44,21 +43,14 @@ def timed_fit(method_name: str, teacher, train: Split, args, cached: bool) -> fl
     """Return the seconds `args.epochs` timed KD epochs take (plus the cache build if cached)."""
     torch.manual_seed(0)
     student = build_model(args.student, INPUT_SHAPE, CLASSES)
-    with torch.no_grad():
-        probe = train.x[:2]
-        student_shapes = OutputShapes.measure(student.eval().forward_features(probe))
-        teacher_shapes = OutputShapes.measure(teacher.forward_features(probe))
-    method = build_method(
-        method_name, student_shapes, teacher_shapes, len(train), train_labels=train.y
-    )
     val = Split(train.x[:10], train.y[:10], train.ids[:10])
     stamps: list[float] = []
     start = time.perf_counter()
-    cache = TeacherCache(teacher, train.x, method.needs_features) if cached else None
-    cache_seconds = time.perf_counter() - start
-    objective = DistillObjective(
-        method, None if cached else teacher, total_epochs=args.epochs + 1, cache=cache
+    objective = build_objective(
+        method_name, [student], teacher, train, epochs=args.epochs + 1, cache_teacher=cached
     )
+    cache_seconds = time.perf_counter() - start
+    method = objective.method
     fit(
         student,
         objective,

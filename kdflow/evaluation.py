@@ -8,12 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import torch
 
 from kdflow.data.tensors import PreparedData
 from kdflow.data.validation import compact_outcome
 from kdflow.errors import KdflowError
-from kdflow.metrics import summarize
+from kdflow.metrics import omitted_accuracy, summarize
 from kdflow.train.checkpoint import data_expectations, load_model
 from kdflow.train.outputs import check_logits
 from kdflow.train.trainer import predict
@@ -107,8 +106,7 @@ def evaluate_model(
         record["val_cmi"] = summarize(predict(model, data.val), data.val.y, data.num_classes)["cmi"]
     omit = stage.get("omit")
     if omit:
-        mask = torch.isin(data.test.y, torch.tensor(omit, device=data.test.y.device))
-        record["omitted_acc"] = float((logits[mask].argmax(1) == data.test.y[mask]).float().mean())
+        record["omitted_acc"] = omitted_accuracy(logits, data.test.y, omit)
         record["omit"] = list(omit)
     probs = logits.double().softmax(dim=1)
     predictions = pl.DataFrame(

@@ -152,30 +152,22 @@ def student_objective(
 
     With KD the weights are the pair loss's: (1 − α)·CE + α·τ²·KL to the MLL teacher.
     """
-    import torch
-
-    from kdflow.losses import OutputShapes, build_method
-    from kdflow.train.distill import DistillObjective, TeacherCache
+    from kdflow.train.distill import build_objective
     from kdflow.train.teacher import cross_entropy_objective
 
     if not cfg.finetune_kd:
         return cross_entropy_objective
     teacher, _ = load_teacher(stage)
-    probe = stage.data.train.batch(slice(0, 2)).to(stage.device)  # data may stay on host
-    with torch.no_grad():
-        shapes = [
-            OutputShapes.measure(m.eval().forward_features(probe)) for m in (student, teacher)
-        ]
-    method = build_method(
+    settings = {"gamma": 1 - cfg.alpha, "alpha": cfg.alpha, "temperature": cfg.tau}
+    return build_objective(
         "kd",
-        *shapes,
-        len(stage.data.train),
-        gamma=1 - cfg.alpha,
-        alpha=cfg.alpha,
-        temperature=cfg.tau,
+        [student],
+        teacher,
+        stage.data.train,
+        epochs=epochs,
+        cache_teacher=True,
+        settings=settings,
     )
-    cache = TeacherCache(teacher, stage.data.train, features=False)
-    return DistillObjective(method, teacher, total_epochs=epochs, cache=cache)
 
 
 def assembled_accuracy(stage: TrainingStage, model: KDModel) -> dict[str, float]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import sys
 from pathlib import Path
@@ -29,12 +28,11 @@ def main(args: argparse.Namespace) -> None:
     if (args.teacher == NO_TEACHER) != (args.method == "none"):
         raise KdflowError("--teacher none goes with --method none (the no-teacher baseline)")
 
-    import torch
-
-    from kdflow.losses import METHODS, OutputShapes, build_method
+    from kdflow.losses import METHODS
+    from kdflow.metrics import omitted_accuracy
     from kdflow.models import build_model
     from kdflow.train.checkpoint import data_expectations, load_model
-    from kdflow.train.distill import DistillObjective, PeerGroup, TeacherCache
+    from kdflow.train.distill import PeerGroup, build_objective, subset_hash, without_classes
     from kdflow.train.protocols import check_subset, protocol_indices
     from kdflow.train.trainer import best_val_accuracy, fit, last_epoch, predict
     from stages._train import training_stage
@@ -97,42 +95,27 @@ def main(args: argparse.Namespace) -> None:
             fraction=fraction,
             omit=omit,
         )
-        val = data.val
-        if args.protocol == "zeroshot":
-            # Selection must not see the omitted classes either.
-            omitted = torch.tensor(omit, device=val.y.device)
-            val = val.subset(torch.nonzero(~torch.isin(val.y, omitted)).squeeze(1))
+        # Selection must not see the omitted classes either.
+        val = without_classes(data.val, omit)
 
         stage.seed(args.seed)
         students = [
             build_model(cfg.student, data.input_shape, data.num_classes).to(stage.device)
             for _ in range(method_cls.num_students)
         ]
-        probe = train.batch(slice(0, 2)).to(stage.device)  # the data may stream from host
-        with torch.no_grad():
-            student_shapes = OutputShapes.measure(students[0].eval().forward_features(probe))
-            teacher_shapes = (
-                OutputShapes.measure(teacher.forward_features(probe))
-                if teacher is not None
-                else None
-            )
-        method = build_method(
-            args.method,
-            student_shapes,
-            teacher_shapes,
-            len(train),
-            train_labels=train.y,  # methods that sample by class (CRD's negatives) need them
-            **method_settings,
-        ).to(stage.device)
         augment = stage.augment()
-        cache = None
-        if teacher is not None and cfg.cache_teacher:
-            if augment is None:
-                cache = TeacherCache(teacher, train, method.needs_features)
-            else:
-                log.info("teacher outputs not cached: data.augment changes every batch")
+        if teacher is not None and cfg.cache_teacher and augment is not None:
+            log.info("teacher outputs not cached: data.augment changes every batch")
+        objective = build_objective(
+            args.method,
+            students,
+            teacher,
+            train,
+            epochs=cfg.optim.epochs,
+            cache_teacher=cfg.cache_teacher and augment is None,
+            settings=method_settings,
+        )
         model = PeerGroup(students) if len(students) > 1 else students[0]
-        objective = DistillObjective(method, teacher, total_epochs=cfg.optim.epochs, cache=cache)
         result = fit(
             model,
             objective,
@@ -140,7 +123,7 @@ def main(args: argparse.Namespace) -> None:
             val,
             stage.fit_config(cfg.optim, args.seed, section),
             num_classes=data.num_classes,
-            extra=method,
+            extra=objective.method,
             select=last_epoch if cfg.select == "last" else best_val_accuracy,
             augment=augment,
             on_epoch_end=stage.log_epoch(),
@@ -154,13 +137,12 @@ def main(args: argparse.Namespace) -> None:
             "seed": args.seed,
             "train_size": len(train),
             # Students of different teachers with the same seed must share this subset.
-            "subset_hash": hashlib.sha256(train.ids.cpu().numpy().tobytes()).hexdigest()[:16],
+            "subset_hash": subset_hash(train),
             "subset_checks": len(checks),
         }
         if args.protocol == "zeroshot":
-            omitted = torch.isin(data.test.y, torch.tensor(omit, device=data.test.y.device))
-            preds = predict(students[0], data.test.batch(omitted)).argmax(1)
-            extra["omitted_acc"] = float((preds == data.test.y[omitted]).float().mean())
+            logits = predict(students[0], data.test)
+            extra["omitted_acc"] = omitted_accuracy(logits, data.test.y, omit)
             extra["omit"] = omit
         stage.finish(
             students[0],

@@ -4,6 +4,7 @@ from kdflow.metrics.classification import (
     accuracy,
     confusion_matrix,
     expected_calibration_error,
+    omitted_accuracy,
     per_class_accuracy,
 )
 from kdflow.metrics.cmi import (
@@ -20,6 +21,7 @@ __all__ = [
     "conditional_mutual_information",
     "confusion_matrix",
     "expected_calibration_error",
+    "omitted_accuracy",
     "per_class_accuracy",
     "summarize",
 ]

@@ -42,3 +42,9 @@ def expected_calibration_error(
     # (n_b/N)·|acc_b − conf_b| = |Σ_b correct − Σ_b conf| / N, which needs no per-bin division
     # and so no special case for empty bins.
     return ((correct_sum - confidence_sum).abs().sum() / confidence.numel()).item()
+
+
+def omitted_accuracy(logits: torch.Tensor, labels: torch.Tensor, omit: list[int]) -> float:
+    """Return the accuracy on the samples whose label is in `omit`, from all samples' logits."""
+    mask = torch.isin(labels, torch.tensor(omit, device=labels.device))
+    return float((logits[mask].argmax(1) == labels[mask]).float().mean())

@@ -134,3 +134,61 @@ class DistillObjective:
             total_epochs=self.total_epochs,
         )
         return outputs[0].logits, self.method(batch)
+
+
+def build_objective(
+    method_name: str,
+    students: list[KDModel],
+    teacher: KDModel | None,
+    train: Split,
+    *,
+    epochs: int,
+    cache_teacher: bool,
+    settings: dict[str, float] | None = None,
+) -> DistillObjective:
+    """Return the objective that trains `students` on `train` by `method_name` from `teacher`.
+
+    The chain every student shares: probe the output shapes on two training inputs, build the
+    method for them (with the training labels, for methods that sample by class), cache the
+    teacher's outputs when asked (only valid without random augmentation) and wrap it all.
+    """
+    from kdflow.losses import OutputShapes, build_method
+
+    device = next(students[0].parameters()).device
+    probe = train.batch(slice(0, 2)).to(device)  # the data may stream from host memory
+    with torch.no_grad():
+        student_shapes = OutputShapes.measure(students[0].eval().forward_features(probe))
+        teacher_shapes = (
+            OutputShapes.measure(teacher.eval().forward_features(probe))
+            if teacher is not None
+            else None
+        )
+    method = build_method(
+        method_name,
+        student_shapes,
+        teacher_shapes,
+        len(train),
+        train_labels=train.y,
+        **(settings or {}),
+    ).to(device)
+    cache = (
+        TeacherCache(teacher, train, method.needs_features)
+        if teacher is not None and cache_teacher
+        else None
+    )
+    return DistillObjective(method, teacher, total_epochs=epochs, cache=cache)
+
+
+def without_classes(split: Split, omit: list[int]) -> Split:
+    """Return the rows of `split` whose label is not in `omit` (the zero-shot selection data)."""
+    if not omit:
+        return split
+    keep = ~torch.isin(split.y, torch.tensor(omit, device=split.y.device))
+    return split.subset(torch.nonzero(keep).squeeze(1))
+
+
+def subset_hash(split: Split) -> str:
+    """Return a short hash of the split's sample ids: students that share a subset share it."""
+    import hashlib
+
+    return hashlib.sha256(split.ids.cpu().numpy().tobytes()).hexdigest()[:16]

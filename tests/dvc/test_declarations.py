@@ -22,13 +22,27 @@ from tests.helpers import REPO
 # Where runs are logged, not an input of any output: no stage declares these.
 UNDECLARED_PARAMS = ("tracking.",)
 CODE_ROOTS = ("kdflow", "stages")
-# Data a stage reads only when a param it declares says so: DVC has no conditional deps, so
-# dvc.yaml declares the file always, and the tiny pipeline (which leaves the param off) does
-# not read it.
-CONDITIONAL_DATA = {
-    kind: {"models/teacher/mll.pt": "finetune_kd"}
+# Files a stage reads only when an assembly param it declares says so: DVC has no conditional
+# deps, so dvc.yaml declares them always, and the tiny pipeline (which leaves the param off)
+# does not read them.
+CONDITIONAL = {
+    kind: {"models/teacher/mll.pt": "finetune_kd", "kdflow/losses/kd.py": "finetune_kd"}
     for kind in ("m2m_assemble", "m2m_e2e", "m2m_scratch")
 }
+
+
+def _unconditional(name: str, lock: dict[str, Any], assembly: dict[str, Any]) -> list[str]:
+    """Return the stage's locked deps less those its conditions leave unread in this run."""
+    deps = [d["path"] for d in lock.get("deps", [])]
+    for path, switch in CONDITIONAL.get(name.split("@")[0], {}).items():
+        assert f"assembly.{switch}" in lock["params"]["params.yaml"], name
+        assert not assembly[switch], f"the tiny pipeline must leave assembly.{switch} off"
+        deps.remove(path)
+    return deps
+
+
+def _assembly_params(tiny_pipeline: dict[str, Any]) -> dict[str, Any]:
+    return yaml.safe_load((tiny_pipeline["repo"] / "params.yaml").read_text())["assembly"]
 
 
 def _covers(declared: str, key: str) -> bool:
@@ -103,9 +117,10 @@ def test_each_stage_declares_exactly_the_code_it_imports(
     stages: dict[str, dict[str, Any]], tiny_pipeline: dict[str, Any]
 ) -> None:
     repo: Path = tiny_pipeline["repo"]
+    assembly = _assembly_params(tiny_pipeline)
     problems = []
     for name, stage in stages.items():
-        deps = [d["path"] for d in stage["lock"].get("deps", [])]
+        deps = _unconditional(name, stage["lock"], assembly)
         declared = set().union(*(_code_files(repo, d) for d in deps if _is_code(d)))
         imported = {m for m in stage["trace"]["modules"] if _is_code(m)}
         if imported - declared:
@@ -118,14 +133,10 @@ def test_each_stage_declares_exactly_the_code_it_imports(
 def test_each_stage_declares_exactly_the_data_it_reads(
     stages: dict[str, dict[str, Any]], tiny_pipeline: dict[str, Any]
 ) -> None:
-    assembly = yaml.safe_load((tiny_pipeline["repo"] / "params.yaml").read_text())["assembly"]
+    assembly = _assembly_params(tiny_pipeline)
     problems = []
     for name, stage in stages.items():
-        deps = [d["path"] for d in stage["lock"].get("deps", []) if not _is_code(d["path"])]
-        for path, switch in CONDITIONAL_DATA.get(name.split("@")[0], {}).items():
-            assert f"assembly.{switch}" in stage["lock"]["params"]["params.yaml"], name
-            assert not assembly[switch], f"the tiny pipeline must leave assembly.{switch} off"
-            deps.remove(path)
+        deps = [d for d in _unconditional(name, stage["lock"], assembly) if not _is_code(d)]
         outs = [o["path"] for o in stage["lock"].get("outs", [])]
         read = [
             path

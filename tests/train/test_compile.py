@@ -16,11 +16,10 @@ from torch._dynamo.utils import counters
 
 from kdflow.data.tensors import Split
 from kdflow.errors import KdflowError
-from kdflow.losses import OutputShapes, build_method
 from kdflow.models import build_model
 from kdflow.train.augment import CropFlip
 from kdflow.train.device import compile_step
-from kdflow.train.distill import DistillObjective
+from kdflow.train.distill import build_objective
 from kdflow.train.teacher import cross_entropy_objective
 from kdflow.train.trainer import fit
 from tests.train.helpers import Interrupted, assert_same_state
@@ -55,13 +54,9 @@ def _kd_run(split: Split, config, **hooks):
     torch.manual_seed(0)
     teacher = build_model("cnn3", SHAPE, CLASSES).eval()
     student = build_model("cnn3", SHAPE, CLASSES)
-    probe = split.batch(slice(0, 2))
-    with torch.no_grad():
-        shapes = [
-            OutputShapes.measure(m.eval().forward_features(probe)) for m in (student, teacher)
-        ]
-    method = build_method("kd", *shapes, len(split))
-    objective = DistillObjective(method, teacher, total_epochs=config.optim.epochs)
+    objective = build_objective(
+        "kd", [student], teacher, split, epochs=config.optim.epochs, cache_teacher=False
+    )
     result = fit(
         student,
         objective,
@@ -69,7 +64,7 @@ def _kd_run(split: Split, config, **hooks):
         split,
         config,
         num_classes=CLASSES,
-        extra=method,
+        extra=objective.method,
         augment=CropFlip(2),
         **hooks,
     )

@@ -11,7 +11,15 @@ import torch.nn.functional as F
 from kdflow.losses import OutputShapes, build_method
 from kdflow.models import build_model
 from kdflow.models.base import KDModel, ModelOutput
-from kdflow.train.distill import DistillObjective, PeerGroup, TeacherCache, teacher_outputs
+from kdflow.train.distill import (
+    DistillObjective,
+    PeerGroup,
+    TeacherCache,
+    build_objective,
+    subset_hash,
+    teacher_outputs,
+    without_classes,
+)
 from kdflow.train.trainer import fit
 
 INPUT_SHAPE = (1, 16)  # the blobs and new_model fixtures of tests/train/conftest.py
@@ -227,3 +235,41 @@ def test_fit_with_crd_updates_every_bank_row(blobs, new_model, make_config):
     assert not torch.equal(method.embed_student.linear.weight, embed_before)
     assert all(row["train_crd"] > 0 for row in result.history)
     assert result.best_extra_state.keys() == method.state_dict().keys()
+
+
+def test_build_objective_builds_the_method_for_the_shapes_and_caches_only_when_asked(blobs):
+    train, _ = blobs
+    teacher = make_teacher("cnn3")
+    torch.manual_seed(0)
+    student = build_model("cnn3", INPUT_SHAPE, NUM_CLASSES)
+
+    cached = build_objective(
+        "crd", [student], teacher, train, epochs=3, cache_teacher=True, settings={"beta": 0.5}
+    )
+    live = build_objective("kd", [student], teacher, train, epochs=3, cache_teacher=False)
+
+    assert cached.total_epochs == 3 and cached.teacher is teacher
+    assert cached.method.hparams["beta"] == 0.5
+    # CRD samples negatives by class: the method got the training labels.
+    assert torch.equal(cached.method.train_labels, train.y)
+    assert cached.cache is not None and live.cache is None
+    index = shuffled_batch(len(train))
+    assert_outputs_equal(
+        cached.cache.lookup(index), teacher_outputs(teacher, train.x[index], features=True)
+    )
+    reference = build_method("kd", shapes(student, train.x), shapes(teacher, train.x), len(train))
+    assert type(live.method) is type(reference)
+    assert live.method.hparams == reference.hparams
+
+
+def test_without_classes_keeps_every_other_row_and_subset_hash_follows_the_ids(blobs):
+    train, _ = blobs
+    kept = without_classes(train, [1, 3])
+
+    expected = [i for i, label in enumerate(train.y.tolist()) if label not in (1, 3)]
+    assert kept.ids.tolist() == train.ids[expected].tolist()
+    assert torch.equal(kept.x, train.x[expected])
+    assert without_classes(train, []) is train
+    assert subset_hash(kept) == subset_hash(without_classes(train, [3, 1]))
+    assert subset_hash(kept) != subset_hash(train)
+    assert len(subset_hash(train)) == 16
