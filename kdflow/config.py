@@ -183,7 +183,7 @@ def _check_model_name(key: str, name: str) -> None:
 
 
 class McmiParams(_Section):
-    """The MCMI fine-tune of the MLL teacher (ALGORITHMS §3)."""
+    """The MCMI fine-tune of the MLL teacher (docs/algorithms.md, MCMI)."""
 
     lam: float = Field(0.5, alias="lambda", ge=0)
     # Where the class centroids Q come from: the training split (the paper's way), or a
@@ -240,11 +240,11 @@ def _default_method_params() -> dict[str, dict[str, float]]:
 
 
 class DistillParams(_Section):
-    """The student grid: teachers × methods × protocols × seeds (ALGORITHMS §4–5)."""
+    """The student grid: teachers × methods × protocols × seeds (docs/algorithms.md)."""
 
     student: str = "cnn3"
     teachers: list[TeacherKind] = Field(default_factory=lambda: list(TEACHERS))
-    methods: list[str] = Field(default_factory=lambda: ["kd", "dkd", "pkt"])
+    methods: list[str] = Field(default_factory=lambda: ["kd", "dkd"])
     protocols: list[ProtocolName] = Field(default_factory=lambda: list(PROTOCOLS))
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     protocol_params: ProtocolParams = ProtocolParams()

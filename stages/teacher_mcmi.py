@@ -1,4 +1,4 @@
-"""DVC stage `teacher_mcmi`: fine-tune the MLL teacher into an MCMI teacher (ALGORITHMS §3)."""
+"""DVC stage `teacher_mcmi`: fine-tune the MLL teacher into an MCMI teacher (docs/algorithms.md)."""
 
 from __future__ import annotations
 

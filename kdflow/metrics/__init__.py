@@ -1,4 +1,4 @@
-"""Evaluation figures (ALGORITHMS §2, §6); `summarize` is the one call a stage needs."""
+"""Evaluation figures (docs/algorithms.md); `summarize` is the one call a stage needs."""
 
 from kdflow.metrics.classification import (
     accuracy,

@@ -1,4 +1,4 @@
-"""Classification figures of ALGORITHMS §6: accuracy, confusion matrix, per-class accuracy, ECE."""
+"""Classification figures: accuracy, confusion matrix, per-class accuracy, ECE."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Conditional mutual information of a classifier (ALGORITHMS §2) and the one-call evaluation
+"""Conditional mutual information of a classifier (docs/algorithms.md) and the one-call evaluation
 summary of §6 that every stage uses."""
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def conditional_mutual_information(
 
 
 class CMIAccumulator:
-    """Streaming CMI and class centroids over batches, in one pass (ALGORITHMS §2)."""
+    """Streaming CMI and class centroids over batches, in one pass (docs/algorithms.md)."""
 
     def __init__(self, num_classes: int) -> None:
         self.num_classes = num_classes

@@ -1,1 +1,1 @@
-"""The report: tables and figures from the pipeline's metrics files (ALGORITHMS §6, §9)."""
+"""The report: tables and figures from the pipeline's metrics (statistics: docs/algorithms.md)."""

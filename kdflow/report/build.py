@@ -162,7 +162,7 @@ def _zeroshot(records: list[dict[str, Any]], class_names: list[str], figures: Pa
     omitted_groups = group_students(records, "omitted_acc")
     lines = [
         "Accuracy on the omitted classes' test samples (%), mean ± std over seeds; "
-        "it depends strongly on the method and on the CE weight γ (ALGORITHMS §5).\n",
+        "it depends strongly on the method and on the CE weight γ (docs/algorithms.md).\n",
         "| teacher | method | omitted-class acc | overall test acc |",
         "|---|---|---|---|",
     ]

@@ -1,7 +1,7 @@
 """The names along the student grid's axes besides methods, importable without torch.
 
 kdflow.config validates params against these, kdflow/train/protocols.py implements the
-protocols (ALGORITHMS §5), and the distill stage takes them as its --teacher/--protocol.
+protocols (docs/algorithms.md), and the distill stage takes them as its --teacher/--protocol.
 """
 
 PROTOCOLS = ("full", "fewshot", "zeroshot")

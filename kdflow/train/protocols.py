@@ -1,4 +1,4 @@
-"""Student training protocols (ALGORITHMS §5): full, few-shot and omitted-class (zero-shot)."""
+"""Student training protocols (docs/algorithms.md): full, few-shot and omitted-class (zero-shot)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""MLL and MCMI teachers (ALGORITHMS §1 and §3): their objectives and selection rules."""
+"""MLL and MCMI teachers (docs/algorithms.md): their objectives and selection rules."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""dkd against a per-sample implementation of ALGORITHMS.md §4's DKD."""
+"""dkd against a per-sample implementation of docs/algorithms.md's DKD."""
 
 from __future__ import annotations
 

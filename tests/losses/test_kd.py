@@ -1,4 +1,4 @@
-"""kd and none against straightforward per-sample formulas (ALGORITHMS.md §1, §4)."""
+"""kd and none against straightforward per-sample formulas (docs/algorithms.md)."""
 
 from __future__ import annotations
 

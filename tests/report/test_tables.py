@@ -1,4 +1,4 @@
-"""The report's aggregations against hand-computed values (ALGORITHMS §6 and §9)."""
+"""The report's aggregations against hand-computed values (docs/algorithms.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Student training protocols of ALGORITHMS §5: few-shot subsets, omitted classes, subset checks."""
+"""Student protocols (docs/algorithms.md): few-shot subsets, omitted classes, subset checks."""
 
 from __future__ import annotations
 

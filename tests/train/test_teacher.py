@@ -1,4 +1,4 @@
-"""Teacher objectives and selection rules of ALGORITHMS §1 and §3."""
+"""Teacher objectives and selection rules in docs/algorithms.md."""
 
 from __future__ import annotations
 
