@@ -22,9 +22,18 @@ from kdflow.train.trainer import predict
 ASSEMBLY_MODELS = ("dma", "dma_e2e", "dma_scratch", "m2m", "m2m_e2e", "m2m_scratch")
 TEACHERS = ("mll", "mcmi")  # the two teacher stages always run
 
-# What a record copies from its stage's metrics: the grid coordinates and the stage's name
-# (the `kdflow.stage` tag of its MLflow runs).
-STAGE_KEYS = ("stage", "teacher", "method", "protocol", "seed")
+# What a record copies from its stage's metrics: the grid coordinates, the stage's name (the
+# `kdflow.stage` tag of its MLflow runs) and an assembled model's figures before its
+# fine-tune (the assembled weights are not kept, so only the stage measured them).
+STAGE_KEYS = (
+    "stage",
+    "teacher",
+    "method",
+    "protocol",
+    "seed",
+    "assembled_val_acc",
+    "assembled_test_acc",
+)
 
 
 def grid_models(

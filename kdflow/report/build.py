@@ -65,6 +65,7 @@ def _teachers(records: list[dict[str, Any]], figures: Path) -> list[str]:
     return lines
 
 
+TEACHER_COLUMNS = {"none": "no teacher", "mll": "MLL teacher", "mcmi": "MCMI teacher"}
 TEACHER_VERDICTS = {"higher": "MCMI higher", "lower": "MLL higher"}
 
 
@@ -105,7 +106,8 @@ def _students(records: list[dict[str, Any]], protocols: list[str]) -> list[str]:
         lines.append(f"\n**{title}**: test accuracy (%), mean ± std over seeds\n")
         methods = sorted({m for (_, m, _) in keys})
         teachers = [t for t in ("none", "mll", "mcmi") if any(k[0] == t for k in keys)]
-        lines.append("| method | " + " | ".join(f"{t.upper()} teacher" for t in teachers) + " |")
+        header = [TEACHER_COLUMNS.get(t, t) for t in teachers]
+        lines.append("| method | " + " | ".join(header) + " |")
         lines.append("|---" * (len(teachers) + 1) + "|")
         for method in methods:
             cells = []
@@ -331,10 +333,13 @@ def build_report(
     """Return the report's Markdown after writing its figures into `figures`."""
     distill = params.get("distill", {})
     sorted_records = sorted(records, key=lambda r: r["name"])
+    order = {"train": 0, "val": 1, "test": 2}
+    rows = sorted(meta["rows"].items(), key=lambda kv: order.get(kv[0], 3))
     sections = [
         "# kdflow report",
         f"\nData: **{meta['source']}**, {meta['num_classes']} classes, input shape "
-        f"{tuple(meta['input_shape'])}, rows {meta['rows']}. Student: `{distill.get('student')}`, "
+        f"{tuple(meta['input_shape'])}, rows: {', '.join(f'{n} {split}' for split, n in rows)}. "
+        f"Student: `{distill.get('student')}`, "
         f"teacher: `{params.get('teacher', {}).get('model')}`. Accuracies are test accuracy of the "
         "kept epoch: for teachers the best on the validation split, for students "
         f"`distill.select: {distill.get('select', 'last')}`; test data is never selected on.",
