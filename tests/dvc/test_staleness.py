@@ -143,3 +143,31 @@ def test_a_forced_rerun_leaves_every_stage_up_to_date(pipeline: Path, stage: str
     assert f"Running stage '{stage}'" in done.stdout
     assert _stale(pipeline) == set()
     assert git(pipeline, "status", "--porcelain", "--", "dvc.lock") == ""
+
+
+def test_the_git_tracked_summary_makes_metrics_diff_and_exp_show_work(pipeline: Path) -> None:
+    dvc = str(VENV_BIN / "dvc")
+    shown = run_in_pipeline(pipeline, [dvc, "metrics", "show", "--json"])
+    assert shown.returncode == 0, shown.stderr
+    assert "failed to load" not in shown.stdout + shown.stderr
+    (workspace,) = json.loads(shown.stdout).values()
+    assert list(workspace["data"]) == ["metrics/summary.json"]
+    summary = workspace["data"]["metrics/summary.json"]["data"]
+    assert 20 <= len(summary) <= 120  # a few dozen numbers, not one per epoch and class
+
+    path = pipeline / "metrics" / "summary.json"
+    original = path.read_text()
+    changed = json.loads(original)
+    changed["teacher.mll.test_acc"] += 0.01
+    path.write_text(json.dumps(changed, indent=2) + "\n")
+    try:
+        diff = run_in_pipeline(pipeline, [dvc, "metrics", "diff", "HEAD", "--json"])
+        assert diff.returncode == 0, diff.stderr
+        (entry,) = json.loads(diff.stdout)["metrics/summary.json"].values()
+        assert entry["diff"] == pytest.approx(0.01)
+        table = run_in_pipeline(pipeline, [dvc, "exp", "show", "--only-changed", "--csv"])
+        assert table.returncode == 0, table.stderr
+        header = table.stdout.splitlines()[0].split(",")
+        assert "teacher.mll.test_acc" in header and len(header) < 40
+    finally:
+        path.write_text(original)

@@ -8,17 +8,7 @@ import pytest
 
 from kdflow.errors import KdflowError
 from kdflow.report.curves import curves_tsv, read_curve, student_curves
-
-
-def _record(teacher: str, method: str, protocol: str, seed: int) -> dict:
-    return {
-        "name": f"distill/{teacher}-{method}-{protocol}-s{seed}",
-        "kind": "distill",
-        "teacher": teacher,
-        "method": method,
-        "protocol": protocol,
-        "seed": seed,
-    }
+from tests.report.test_tables import _student
 
 
 def _write(plots: Path, record: dict, val_acc: list[float]) -> None:
@@ -30,8 +20,8 @@ def _write(plots: Path, record: dict, val_acc: list[float]) -> None:
 
 def test_curves_average_each_cell_over_its_seeds_and_skip_other_models(tmp_path: Path) -> None:
     plots = tmp_path / "plots"
-    kd0, kd1 = _record("mll", "kd", "full", 0), _record("mll", "kd", "full", 1)
-    base = _record("none", "none", "full", 0)
+    kd0, kd1 = _student("mll", "kd", "full", 0), _student("mll", "kd", "full", 1)
+    base = _student("none", "none", "full", 0)
     _write(plots, kd0, [0.5, 0.7, 0.9])
     _write(plots, kd1, [0.3, 0.5, 0.6])
     _write(plots, base, [0.2, 0.4])
