@@ -176,7 +176,7 @@ def readme(
     import subprocess
 
     from kdflow.errors import KdflowError
-    from kdflow.report.readme import update_readme
+    from kdflow.readme import update_readme
 
     head = subprocess.run(
         ["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True

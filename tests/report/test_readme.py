@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kdflow.errors import KdflowError
-from kdflow.report.readme import (
+from kdflow.readme import (
     BEGIN,
     END,
     figures_of,
