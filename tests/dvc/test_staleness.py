@@ -121,7 +121,13 @@ CASES = {
     "comment in a loss file outside the grid": (_comment_in("kdflow/losses/at.py"), set()),
     "comment in the grid's loss file": (
         _comment_in("kdflow/losses/kd.py"),
-        _students(TEACHERS, ["kd"], PROTOCOLS, SEEDS),
+        # and the m2mKD fine-tunes, which declare kd.py for assembly.finetune_kd
+        _students(TEACHERS, ["kd"], PROTOCOLS, SEEDS)
+        | {
+            f"{kind}@{seed}"
+            for kind in ("m2m_assemble", "m2m_e2e", "m2m_scratch")
+            for seed in TINY_ASSEMBLY["seeds"]
+        },
     ),
 }
 
