@@ -9,7 +9,9 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="kdflow: reproducible knowledge distillation.", no_args_is_help=True)
+app = typer.Typer(
+    help="kdflow: reproducible knowledge distillation.", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 @app.callback()
@@ -21,16 +23,23 @@ def main() -> None:
 def audit(
     rerun: Annotated[
         list[str] | None,
-        typer.Option("--rerun", help="stage to re-execute from its locked inputs and compare"),
+        typer.Option(
+            "--rerun",
+            metavar="STAGE",
+            help="stage to re-execute from its locked inputs and compare (repeatable)",
+        ),
     ] = None,
     tolerance: Annotated[
-        float, typer.Option(help="allowed metric difference for --rerun (0: bit-identical)")
+        float,
+        typer.Option(
+            metavar="FLOAT", help="allowed metric difference for --rerun (0: bit-identical)"
+        ),
     ] = 0.0,
-    root: Annotated[Path, typer.Option(help="repository root")] = Path("."),
-    output: Annotated[Path, typer.Option(help="where to write the JSON verdict")] = Path(
-        "reports/audit.json"
-    ),
-    params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
+    root: Annotated[Path, typer.Option(metavar="DIR", help="repository root")] = Path("."),
+    output: Annotated[
+        Path, typer.Option(metavar="FILE", help="where to write the JSON verdict")
+    ] = Path("reports/audit.json"),
+    params: Annotated[Path, typer.Option(metavar="FILE", help="params file")] = Path("params.yaml"),
 ) -> None:
     """Check dvc.lock against the workspace, MLflow lineage of every reported figure, reruns."""
     from rich.console import Console
@@ -138,10 +147,13 @@ def preset_overrides(params: dict, presets: list[dict]) -> list[str]:
 
 @app.command()
 def preset(
-    files: Annotated[list[Path], typer.Argument(help="preset YAML files, applied in order")],
-    params: Annotated[Path, typer.Option(help="params file the preset applies to")] = Path(
-        "params.yaml"
-    ),
+    files: Annotated[
+        list[Path],
+        typer.Argument(metavar="FILE", help="preset YAML files, applied in order"),
+    ],
+    params: Annotated[
+        Path, typer.Option(metavar="FILE", help="params file the preset applies to")
+    ] = Path("params.yaml"),
 ) -> None:
     """Print `-S key=value` overrides for `dvc exp run $(kdflow preset FILE...)`."""
     import yaml
@@ -170,7 +182,7 @@ def preset(
 
 @app.command()
 def readme(
-    root: Annotated[Path, typer.Option(help="repository root")] = Path("."),
+    root: Annotated[Path, typer.Option(metavar="DIR", help="repository root")] = Path("."),
 ) -> None:
     """Replace README.md's results block with reports/report.md's, naming the commit."""
     import subprocess
