@@ -414,18 +414,64 @@ def parse_params(raw: dict[str, Any]) -> Params:
         raise KdflowError(f"params: {_format_error(first, raw)}") from None
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Return the validated Params read from a YAML file."""
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that refuses a key written twice in one mapping, as DVC does."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                mark = key_node.start_mark
+                raise KdflowError(
+                    f"line {mark.line + 1}, column {mark.column + 1}: key {key!r} is written "
+                    f"twice (first on line {seen[key]}); DVC refuses such a file: keep one"
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_error(path: Path, exc: yaml.YAMLError) -> KdflowError:
+    """Return the one-line error of a YAML parse failure, with its line and column."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return KdflowError(f"{path}: not valid YAML{where}: {problem}")
+
+
+def read_params_file(path: str | Path) -> dict[str, Any]:
+    """Return params.yaml's raw sections: every section present, no key written twice."""
     path = Path(path)
+    if path.is_dir():
+        raise KdflowError(f"params file {str(path)!r} is a folder; pass a YAML file")
     if not path.is_file():
         raise KdflowError(f"params file {str(path)!r} not found; run from the repository root")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader
+    except KdflowError as exc:
+        raise KdflowError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
-        raise KdflowError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise _yaml_error(path, exc) from None
+    if raw is None:
+        raise KdflowError(f"{path} is empty; copy the repository's params.yaml and edit it")
     if not isinstance(raw, dict):
         raise KdflowError(f"{path}: expected a mapping of sections at the top level")
-    params = parse_params(raw)
+    if any(key not in Params.model_fields for key in raw):
+        return raw  # a misspelt section: validation names it and the likely spelling
+    for section in Params.model_fields:
+        if section not in raw:
+            raise KdflowError(f"{path}: section '{section}' is missing; every stage reads it")
+        if not isinstance(raw[section], dict):
+            raise KdflowError(
+                f"{path}: section '{section}' is empty or not a mapping; give its keys "
+                "(the repository's params.yaml lists them all)"
+            )
+    return raw
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Return the validated Params read from a YAML file."""
+    params = parse_params(read_params_file(path))
     if _TRACE is not None:
         _TRACE.attach(params)
     return params

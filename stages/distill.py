@@ -69,6 +69,11 @@ def main(args: argparse.Namespace) -> None:
                 f"distill.protocol_params.zeroshot.omit {bad}: class index out of range; "
                 f"this data has classes 0..{data.num_classes - 1}"
             )
+        if len(set(omit)) >= data.num_classes:
+            raise KdflowError(
+                f"distill.protocol_params.zeroshot.omit {omit} omits every class of this data; "
+                "keep at least one class to train on"
+            )
         method_cls = METHODS.get(args.method)
         teacher = None
         if method_cls.needs_teacher:

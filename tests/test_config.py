@@ -43,6 +43,9 @@ def _set(raw: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
 
 
 def _load_error(tmp_path: Path, raw: Any) -> str:
+    """Return the one-line error of loading `raw`'s sections over the repo's other sections."""
+    if isinstance(raw, dict):
+        raw = {**yaml.safe_load(REPO_PARAMS.read_text()), **raw}
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(KdflowError) as caught:
@@ -155,15 +158,58 @@ def test_non_mapping_yaml_is_refused(tmp_path, text):
         load_params(path)
 
 
-def test_invalid_yaml_is_one_line(tmp_path):
+def test_invalid_yaml_is_one_line_with_its_position(tmp_path):
     path = tmp_path / "params.yaml"
-    path.write_text("data:\n  source: [mnist1d\n")
+    path.write_text("data:\n  source: [mnist1d\n  seed: 0\n")
 
     with pytest.raises(KdflowError) as caught:
         load_params(path)
 
-    assert str(caught.value).startswith(f"{path}: not valid YAML")
-    assert "\n" not in str(caught.value)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: not valid YAML at line 3, column 7: ")
+    assert "\n" not in message
+
+
+def test_a_key_written_twice_is_refused_as_dvc_refuses_it(tmp_path):
+    text = REPO_PARAMS.read_text().replace("  seed: 0\n", "  seed: 0\n  seed: 1\n", 1)
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    line = text.splitlines().index("  seed: 1") + 1
+
+    with pytest.raises(KdflowError) as caught:
+        load_params(path)
+
+    assert str(caught.value) == (
+        f"{path}: line {line}, column 3: key 'seed' is written twice (first on line "
+        f"{line - 1}); DVC refuses such a file: keep one"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("# nothing set\n", "is empty; copy the repository's params.yaml"),
+        (None, "section 'assembly' is missing; every stage reads it"),
+        ("assembly:\n", "section 'assembly' is empty or not a mapping"),
+    ],
+)
+def test_an_empty_file_or_section_is_an_error_not_the_defaults(tmp_path, text, expected):
+    path = tmp_path / "params.yaml"
+    repo_text = REPO_PARAMS.read_text()
+    without_assembly = repo_text[: repo_text.index("\nassembly:")] + "\n"
+    path.write_text(
+        without_assembly
+        if text is None
+        else (text if text.startswith("#") else without_assembly + text)
+    )
+
+    with pytest.raises(KdflowError, match=expected):
+        load_params(path)
+
+
+def test_a_folder_given_as_params_file_says_what_it_is(tmp_path):
+    with pytest.raises(KdflowError, match="is a folder; pass a YAML file"):
+        load_params(tmp_path)
 
 
 def test_missing_file_says_where_to_run(tmp_path):
@@ -174,13 +220,6 @@ def test_missing_file_says_where_to_run(tmp_path):
 
     assert str(missing) in str(caught.value)
     assert "not found" in str(caught.value)
-
-
-def test_empty_file_gives_the_defaults(tmp_path):
-    path = tmp_path / "params.yaml"
-    path.write_text("# nothing set\n")
-
-    assert load_params(path) == Params()
 
 
 def test_params_hash_is_stable_and_sensitive(full_params):

@@ -73,6 +73,16 @@ def params_text(text: str) -> Mutation:
     return lambda repo: (repo / "params.yaml").write_text(text)
 
 
+def edited_params(edit: Callable[[str], str]) -> Mutation:
+    """Rewrite params.yaml's text with `edit`."""
+
+    def mutate(repo: Path) -> None:
+        path = repo / "params.yaml"
+        path.write_text(edit(path.read_text()))
+
+    return mutate
+
+
 def _rehash(repo: Path) -> None:
     """Make meta.json agree with the tables on disk, as a forged or hand-edited one would."""
     meta_path = repo / PREPARED / "meta.json"
@@ -303,7 +313,47 @@ CASES = [
         "params-not-yaml",
         ("stages.report",),
         params_text("data: [unclosed\n"),
-        ("kdflow report: error: params.yaml: not valid YAML",),
+        ("kdflow report: error: params.yaml: not valid YAML at line 2, column 1",),
+    ),
+    Case(
+        "params-key-written-twice",
+        ("stages.prepare",),
+        edited_params(lambda text: text.replace("  seed: 0\n", "  seed: 0\n  seed: 1\n", 1)),
+        ("kdflow prepare: error: params.yaml: line", "key 'seed' is written twice", "keep one"),
+    ),
+    Case(
+        "params-empty",
+        ("stages.teacher_mll",),
+        params_text("# all commented out\n"),
+        ("kdflow teacher_mll: error: params.yaml is empty",),
+    ),
+    Case(
+        "params-section-missing",
+        ("stages.prepare",),
+        edited_params(lambda text: text[: text.index("\nassembly:")] + "\n"),
+        ("kdflow prepare: error: params.yaml: section 'assembly' is missing",),
+    ),
+    Case(
+        "params-section-empty",
+        ("stages.distill", *DISTILL_ARGS),
+        edited_params(lambda text: text[: text.index("\nassembly:")] + "\nassembly:\n"),
+        ("kdflow distill: error: params.yaml: section 'assembly' is empty or not a mapping",),
+    ),
+    Case(
+        "zeroshot-omits-every-class",
+        (
+            "stages.distill",
+            "--teacher",
+            "mll",
+            "--method",
+            "kd",
+            "--protocol",
+            "zeroshot",
+            "--seed",
+            "0",
+        ),  # fmt: skip
+        params({"distill": {"protocol_params": {"zeroshot": {"omit": list(range(10))}}}}),
+        ("kdflow distill: error:", "omits every class of this data", "keep at least one"),
     ),
     Case(
         "method-param-not-a-number",
