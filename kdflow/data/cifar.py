@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from kdflow.errors import KdflowError
+from kdflow.errors import KdflowError, not_a_folder
 
 IMAGE_BYTES = 3 * 32 * 32
 
@@ -92,7 +92,9 @@ def _expected_layout(source: str) -> str:
 def find_cifar_folder(source: str, root: Path) -> tuple[str, Path]:
     """Return ("bin" | "py", folder) for the first official layout found under `root`."""
     if not root.is_dir():
-        raise KdflowError(f"data.path {str(root)!r} does not exist; {_expected_layout(source)}")
+        raise KdflowError(
+            f"data.path {str(root)!r} {not_a_folder(root)}; {_expected_layout(source)}"
+        )
     for fmt in ("bin", "py"):
         folder_name, train_files, test_files = LAYOUTS[source][fmt]
         for candidate in (root / folder_name, root):

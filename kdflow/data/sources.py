@@ -9,7 +9,7 @@ import numpy as np
 
 from kdflow.config import DataParams
 from kdflow.data import SOURCES
-from kdflow.errors import KdflowError
+from kdflow.errors import KdflowError, not_a_folder
 
 RawData = dict[
     str, Any
@@ -121,7 +121,7 @@ def load_imagefolder(params: DataParams) -> RawData:
     root = Path(params.path)
     if not root.is_dir():
         raise KdflowError(
-            f"data.path {str(root)!r} does not exist; expected a folder with one subfolder "
+            f"data.path {str(root)!r} {not_a_folder(root)}; expected a folder with one subfolder "
             "per class (root/<class>/<image>.png), optionally split into root/train and root/test"
         )
     size = params.image_size

@@ -22,27 +22,30 @@ from tests.helpers import REPO
 # Where runs are logged, not an input of any output: no stage declares these.
 UNDECLARED_PARAMS = ("tracking.",)
 CODE_ROOTS = ("kdflow", "stages")
-# Files a stage reads only when an assembly param it declares says so: DVC has no conditional
-# deps, so dvc.yaml declares them always, and the tiny pipeline (which leaves the param off)
-# does not read them.
-CONDITIONAL = {
-    kind: {"models/teacher/mll.pt": "finetune_kd", "kdflow/losses/kd.py": "finetune_kd"}
+# Files a stage reads only when a param it declares says so: DVC has no conditional deps, so
+# dvc.yaml declares them always. Each entry: the param and the values with which the file is
+# not read, which the tiny pipeline must have.
+FINETUNE_KD = ("assembly.finetune_kd", (False,))
+CONDITIONAL: dict[str, dict[str, tuple[str, tuple[Any, ...]]]] = {
+    kind: {"models/teacher/mll.pt": FINETUNE_KD, "kdflow/losses/kd.py": FINETUNE_KD}
     for kind in ("m2m_assemble", "m2m_e2e", "m2m_scratch")
 }
+CONDITIONAL["prepare"] = {"kdflow/data/cifar.py": ("data.source", ("mnist1d", "digits"))}
 
 
-def _unconditional(name: str, lock: dict[str, Any], assembly: dict[str, Any]) -> list[str]:
+def _unconditional(name: str, lock: dict[str, Any], params: dict[str, Any]) -> list[str]:
     """Return the stage's locked deps less those its conditions leave unread in this run."""
     deps = [d["path"] for d in lock.get("deps", [])]
-    for path, switch in CONDITIONAL.get(name.split("@")[0], {}).items():
-        assert f"assembly.{switch}" in lock["params"]["params.yaml"], name
-        assert not assembly[switch], f"the tiny pipeline must leave assembly.{switch} off"
+    for path, (key, unread_with) in CONDITIONAL.get(name.split("@")[0], {}).items():
+        assert key in lock["params"]["params.yaml"], name
+        section, field = key.split(".")
+        assert params[section][field] in unread_with, f"the tiny pipeline must set {key}"
         deps.remove(path)
     return deps
 
 
-def _assembly_params(tiny_pipeline: dict[str, Any]) -> dict[str, Any]:
-    return yaml.safe_load((tiny_pipeline["repo"] / "params.yaml").read_text())["assembly"]
+def _params(tiny_pipeline: dict[str, Any]) -> dict[str, Any]:
+    return yaml.safe_load((tiny_pipeline["repo"] / "params.yaml").read_text())
 
 
 def _covers(declared: str, key: str) -> bool:
@@ -117,10 +120,10 @@ def test_each_stage_declares_exactly_the_code_it_imports(
     stages: dict[str, dict[str, Any]], tiny_pipeline: dict[str, Any]
 ) -> None:
     repo: Path = tiny_pipeline["repo"]
-    assembly = _assembly_params(tiny_pipeline)
+    params = _params(tiny_pipeline)
     problems = []
     for name, stage in stages.items():
-        deps = _unconditional(name, stage["lock"], assembly)
+        deps = _unconditional(name, stage["lock"], params)
         declared = set().union(*(_code_files(repo, d) for d in deps if _is_code(d)))
         imported = {m for m in stage["trace"]["modules"] if _is_code(m)}
         if imported - declared:
@@ -133,10 +136,10 @@ def test_each_stage_declares_exactly_the_code_it_imports(
 def test_each_stage_declares_exactly_the_data_it_reads(
     stages: dict[str, dict[str, Any]], tiny_pipeline: dict[str, Any]
 ) -> None:
-    assembly = _assembly_params(tiny_pipeline)
+    params = _params(tiny_pipeline)
     problems = []
     for name, stage in stages.items():
-        deps = [d for d in _unconditional(name, stage["lock"], assembly) if not _is_code(d)]
+        deps = [d for d in _unconditional(name, stage["lock"], params) if not _is_code(d)]
         outs = [o["path"] for o in stage["lock"].get("outs", [])]
         read = [
             path

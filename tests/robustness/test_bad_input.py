@@ -367,6 +367,172 @@ CASES = [
         params({"assembly": {"e2e": {"schedule": "multistep"}}}),
         ("kdflow dma_e2e: error: params: assembly.e2e.schedule", "'cosine' or 'constant'"),
     ),
+    # sizes, seeds, sets and method hyper-parameters out of range: the range in the message
+    Case(
+        "kd-negative-temperature",
+        ("stages.distill", *DISTILL_ARGS),
+        params({"distill": {"method_params": {"kd": {"temperature": -4}}}}),
+        ("kdflow distill: error: kd: hyper-parameter temperature = -4.0", "allowed: > 0"),
+    ),
+    Case(
+        "kd-unknown-hyper-parameter",
+        ("stages.distill", *DISTILL_ARGS),
+        params({"distill": {"method_params": {"kd": {"temprature": 2}}}}),
+        ("kdflow distill: error:", "temprature"),
+    ),
+    Case(
+        "dkd-negative-warmup",
+        (
+            "stages.distill",
+            "--teacher",
+            "mll",
+            "--method",
+            "dkd",
+            "--protocol",
+            "full",
+            "--seed",
+            "0",
+        ),  # fmt: skip
+        params({"distill": {"method_params": {"dkd": {"warmup": -1}}}}),
+        ("kdflow distill: error: dkd: hyper-parameter warmup = -1.0", "allowed: ≥ 0"),
+    ),
+    Case(
+        "crd-no-negatives",
+        (
+            "stages.distill",
+            "--teacher",
+            "mll",
+            "--method",
+            "crd",
+            "--protocol",
+            "full",
+            "--seed",
+            "0",
+        ),  # fmt: skip
+        params({"distill": {"method_params": {"crd": {"nce_k": 0}}}}),
+        ("kdflow distill: error: crd: hyper-parameter nce_k = 0.0", "an integer ≥ 1"),
+    ),
+    Case(
+        "distill-negative-seed",
+        ("stages.distill", *DISTILL_ARGS),
+        params({"distill": {"seeds": [-1]}}),
+        ("kdflow distill: error: params:", "distill.seeds [-1] must be distinct and ≥ 0"),
+    ),
+    Case(
+        "assembly-no-seed",
+        ("stages.meta", "--seed", "0"),
+        params({"assembly": {"seeds": []}}),
+        ("kdflow meta: error: params:", "assembly.seeds [] must list one or more"),
+    ),
+    Case(
+        "fewshot-fraction-zero",
+        (
+            "stages.distill",
+            "--teacher",
+            "mll",
+            "--method",
+            "kd",
+            "--protocol",
+            "fewshot",
+            "--seed",
+            "0",
+        ),  # fmt: skip
+        params({"distill": {"protocol_params": {"fewshot": {"fraction": 0}}}}),
+        ("distill.protocol_params.fewshot.fraction = 0 is invalid", "greater than 0"),
+    ),
+    Case(
+        "fewshot-fraction-above-one",
+        (
+            "stages.distill",
+            "--teacher",
+            "mll",
+            "--method",
+            "kd",
+            "--protocol",
+            "fewshot",
+            "--seed",
+            "0",
+        ),  # fmt: skip
+        params({"distill": {"protocol_params": {"fewshot": {"fraction": 1.5}}}}),
+        ("distill.protocol_params.fewshot.fraction = 1.5 is invalid", "less than or equal to 1"),
+    ),
+    Case(
+        "zeroshot-omits-a-class-twice",
+        (
+            "stages.distill",
+            "--teacher",
+            "mll",
+            "--method",
+            "kd",
+            "--protocol",
+            "zeroshot",
+            "--seed",
+            "0",
+        ),  # fmt: skip
+        params({"distill": {"protocol_params": {"zeroshot": {"omit": [9, 9]}}}}),
+        ("kdflow distill: error: params:", "omit [9, 9] must list distinct class indices"),
+    ),
+    Case(
+        "mcmi-negative-lambda",
+        ("stages.teacher_mcmi",),
+        params({"mcmi": {"lambda": -1}}),
+        ("kdflow teacher_mcmi: error: params: mcmi.lambda = -1", "greater than or equal to 0"),
+    ),
+    Case(
+        "mcmi-negative-accuracy-drop",
+        ("stages.teacher_mcmi",),
+        params({"mcmi": {"max_acc_drop": -0.1}}),
+        ("kdflow teacher_mcmi: error: params: mcmi.max_acc_drop = -0.1",),
+    ),
+    Case(
+        "negative-threads",
+        ("stages.teacher_mll",),
+        params({"runtime": {"threads": -1}}),
+        ("kdflow teacher_mll: error: params: runtime.threads = -1", "greater than or equal"),
+    ),
+    Case(
+        "teacher-zero-epochs",
+        ("stages.teacher_mll",),
+        params({"teacher": {"optim": {"epochs": 0}}}),
+        ("kdflow teacher_mll: error: params: teacher.optim.epochs = 0",),
+    ),
+    Case(
+        "m2m-alpha-above-one",
+        ("stages.m2m", *MODULE0),
+        params({"assembly": {"alpha": 2}}),
+        ("kdflow m2m: error: params: assembly.alpha = 2", "less than or equal to 1"),
+    ),
+    Case(
+        "too-few-samples",
+        ("stages.prepare",),
+        params({"data": {"num_samples": 5}}),
+        ("kdflow prepare: error: params: data.num_samples = 5", "greater than or equal to 100"),
+    ),
+    Case(
+        "student-select-unknown",
+        ("stages.distill", *DISTILL_ARGS),
+        params({"distill": {"select": "best"}}),
+        ("kdflow distill: error: params: distill.select = 'best'", "'best_val_acc'"),
+    ),
+    # paths of the wrong kind
+    Case(
+        "imagefolder-without-path",
+        ("stages.prepare",),
+        params({"data": {"source": "imagefolder", "path": None}}),
+        ("kdflow prepare: error: params:", "'imagefolder' needs data.path"),
+    ),
+    Case(
+        "cifar-path-is-a-file",
+        ("stages.prepare",),
+        params({"data": {"source": "cifar10", "path": "params.yaml"}}),
+        ("kdflow prepare: error: data.path 'params.yaml' is a file, not a folder",),
+    ),
+    Case(
+        "params-file-is-a-folder",
+        ("stages.prepare", "--params", "data"),
+        None,
+        ("kdflow prepare: error: params file 'data' is a folder; pass a YAML file",),
+    ),
     # command lines: unknown method, protocol, module, baseline, stage
     Case(
         "unknown-method",
