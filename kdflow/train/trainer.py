@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import logging
 import math
 import sys
@@ -21,7 +22,7 @@ from torch import nn
 from kdflow.config import OptimParams
 from kdflow.data.tensors import Split, stored_rows
 from kdflow.errors import KdflowError
-from kdflow.io import atomic_path
+from kdflow.io import OutputWriteError, atomic_path
 from kdflow.metrics import summarize
 from kdflow.train.augment import Augment
 from kdflow.train.device import compile_step
@@ -248,19 +249,26 @@ def fit(
                 best_state = copy.deepcopy(model.state_dict())
                 best_extra = copy.deepcopy(extra.state_dict()) if extra is not None else {}
             if cfg.checkpoint is not None:
+                # Serialised in memory first: torch's file writer reports a full disk as a
+                # bare RuntimeError, a plain write as an OSError that names the cause.
+                buffer = io.BytesIO()
+                torch.save(
+                    {
+                        "run_key": cfg.run_key,
+                        "model": model.state_dict(),
+                        "extra": extra.state_dict() if extra is not None else {},
+                        "optimizer": optimizer.state_dict(),
+                        "history": history,
+                        "best_state": best_state,
+                        "best_extra": best_extra,
+                    },
+                    buffer,
+                )
                 with atomic_path(cfg.checkpoint) as tmp:
-                    torch.save(
-                        {
-                            "run_key": cfg.run_key,
-                            "model": model.state_dict(),
-                            "extra": extra.state_dict() if extra is not None else {},
-                            "optimizer": optimizer.state_dict(),
-                            "history": history,
-                            "best_state": best_state,
-                            "best_extra": best_extra,
-                        },
-                        tmp,
-                    )
+                    try:
+                        tmp.write_bytes(buffer.getbuffer())
+                    except OSError as exc:
+                        raise OutputWriteError(exc, cfg.checkpoint) from None
             if on_epoch_end is not None:
                 on_epoch_end(row)
             status = f"loss {row['train_loss']:.4f}  val_acc {row['val_acc']:.4f}"

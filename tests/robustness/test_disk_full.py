@@ -108,13 +108,14 @@ def test_a_file_size_limit_midway_fails_in_one_line_and_keeps_the_old_outputs(
 
 
 @pytest.fixture
-def tmpfs_data(repo_copy: Path) -> Iterator[Callable[[str], Path]]:
-    """Yield a function that mounts a small tmpfs over repo/data holding its current files."""
+def tmpfs_data(repo_copy: Path) -> Iterator[Callable[..., Path]]:
+    """Yield a function that mounts a small tmpfs over repo/<folder> holding its current files."""
     mounted: list[Path] = []
 
-    def mount(options: str) -> Path:
-        data = repo_copy / "data"
-        keep = repo_copy / "data-before-mount"
+    def mount(options: str, folder: str = "data") -> Path:
+        data = repo_copy / folder
+        data.mkdir(exist_ok=True)
+        keep = repo_copy / f"{folder}-before-mount"
         shutil.copytree(data, keep, symlinks=True)
         done = subprocess.run(
             ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(data)],
@@ -163,3 +164,30 @@ def test_a_read_only_filesystem_fails_in_one_line_and_keeps_the_old_outputs(
     done = _prepare(repo_copy, stage_env)
 
     _assert_one_line_and_nothing_changed(done, repo_copy, before, "Read-only file system (EROFS)")
+
+
+def test_a_full_disk_under_the_resume_checkpoint_fails_in_one_line(
+    repo_copy, stage_env, tracking_db, tmpfs_data
+):
+    # A checkpoint is written after every epoch, outside the staged outputs: the refused
+    # write names the checkpoint and the cause instead of torch's writer error.
+    _prepared(repo_copy, stage_env, 500)
+    tmpfs_data("size=16k", "checkpoints")
+
+    done = subprocess.run(
+        [sys.executable, "-m", "stages.teacher_mll"],
+        cwd=repo_copy,
+        env=stage_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    line = done.stderr.splitlines()[-1]
+    assert [x for x in done.stderr.splitlines() if "error" in x] == [line]
+    assert line.startswith("kdflow teacher_mll: error: cannot write checkpoints/"), line
+    assert "No space left on device (ENOSPC)" in line, line
+    assert not (repo_copy / "models" / "teacher" / "mll.pt").exists()
+    assert [p.name for p in (repo_copy / "checkpoints").iterdir()] == []
