@@ -53,6 +53,12 @@ class Case:
     exit_code: int = 2
 
 
+def student(method: str = "kd", protocol: str = "full") -> tuple[str, ...]:
+    """Return the command of the MLL teacher's seed-0 student of `method` and `protocol`."""
+    return ("stages.distill", "--teacher", "mll", "--method", method, "--protocol", protocol,
+            "--seed", "0")  # fmt: skip
+
+
 def _argv(case: Case) -> list[str]:
     first, *rest = case.command
     if first.startswith("stages."):
@@ -341,17 +347,7 @@ CASES = [
     ),
     Case(
         "zeroshot-omits-every-class",
-        (
-            "stages.distill",
-            "--teacher",
-            "mll",
-            "--method",
-            "kd",
-            "--protocol",
-            "zeroshot",
-            "--seed",
-            "0",
-        ),  # fmt: skip
+        student(protocol="zeroshot"),
         params({"distill": {"protocol_params": {"zeroshot": {"omit": list(range(10))}}}}),
         ("kdflow distill: error:", "omits every class of this data", "keep at least one"),
     ),
@@ -382,33 +378,13 @@ CASES = [
     ),
     Case(
         "dkd-negative-warmup",
-        (
-            "stages.distill",
-            "--teacher",
-            "mll",
-            "--method",
-            "dkd",
-            "--protocol",
-            "full",
-            "--seed",
-            "0",
-        ),  # fmt: skip
+        student("dkd"),
         params({"distill": {"method_params": {"dkd": {"warmup": -1}}}}),
         ("kdflow distill: error: dkd: hyper-parameter warmup = -1.0", "allowed: ≥ 0"),
     ),
     Case(
         "crd-no-negatives",
-        (
-            "stages.distill",
-            "--teacher",
-            "mll",
-            "--method",
-            "crd",
-            "--protocol",
-            "full",
-            "--seed",
-            "0",
-        ),  # fmt: skip
+        student("crd"),
         params({"distill": {"method_params": {"crd": {"nce_k": 0}}}}),
         ("kdflow distill: error: crd: hyper-parameter nce_k = 0.0", "an integer ≥ 1"),
     ),
@@ -426,49 +402,19 @@ CASES = [
     ),
     Case(
         "fewshot-fraction-zero",
-        (
-            "stages.distill",
-            "--teacher",
-            "mll",
-            "--method",
-            "kd",
-            "--protocol",
-            "fewshot",
-            "--seed",
-            "0",
-        ),  # fmt: skip
+        student(protocol="fewshot"),
         params({"distill": {"protocol_params": {"fewshot": {"fraction": 0}}}}),
         ("distill.protocol_params.fewshot.fraction = 0 is invalid", "greater than 0"),
     ),
     Case(
         "fewshot-fraction-above-one",
-        (
-            "stages.distill",
-            "--teacher",
-            "mll",
-            "--method",
-            "kd",
-            "--protocol",
-            "fewshot",
-            "--seed",
-            "0",
-        ),  # fmt: skip
+        student(protocol="fewshot"),
         params({"distill": {"protocol_params": {"fewshot": {"fraction": 1.5}}}}),
         ("distill.protocol_params.fewshot.fraction = 1.5 is invalid", "less than or equal to 1"),
     ),
     Case(
         "zeroshot-omits-a-class-twice",
-        (
-            "stages.distill",
-            "--teacher",
-            "mll",
-            "--method",
-            "kd",
-            "--protocol",
-            "zeroshot",
-            "--seed",
-            "0",
-        ),  # fmt: skip
+        student(protocol="zeroshot"),
         params({"distill": {"protocol_params": {"zeroshot": {"omit": [9, 9]}}}}),
         ("kdflow distill: error: params:", "omit [9, 9] must list distinct class indices"),
     ),
@@ -536,17 +482,7 @@ CASES = [
     # command lines: unknown method, protocol, module, baseline, stage
     Case(
         "unknown-method",
-        (
-            "stages.distill",
-            "--teacher",
-            "mll",
-            "--method",
-            "foo",
-            "--protocol",
-            "full",
-            "--seed",
-            "0",
-        ),  # fmt: skip
+        student("foo"),
         None,
         # A known method outside distill.methods runs (a student stage never reads the grid's
         # lists, so that growing the grid reruns nothing); an unknown one is refused.
@@ -554,17 +490,7 @@ CASES = [
     ),
     Case(
         "unknown-protocol",
-        (
-            "stages.distill",
-            "--teacher",
-            "mll",
-            "--method",
-            "kd",
-            "--protocol",
-            "halfshot",
-            "--seed",
-            "0",
-        ),  # fmt: skip
+        student(protocol="halfshot"),
         None,
         ("kdflow distill: error: argument --protocol: invalid choice: 'halfshot'", "--help"),
     ),

@@ -28,10 +28,13 @@ TEMP_PLACES = ("data", "metrics", ".kdflow/runs")
 
 
 def _prepare(
-    repo: Path, env: dict[str, str], preexec: Callable[[], None] | None = None
+    repo: Path,
+    env: dict[str, str],
+    preexec: Callable[[], None] | None = None,
+    stage: str = "prepare",
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "stages.prepare"],
+        [sys.executable, "-m", f"stages.{stage}"],
         cwd=repo,
         env=env,
         capture_output=True,
@@ -174,14 +177,7 @@ def test_a_full_disk_under_the_resume_checkpoint_fails_in_one_line(
     _prepared(repo_copy, stage_env, 500)
     tmpfs_data("size=16k", "checkpoints")
 
-    done = subprocess.run(
-        [sys.executable, "-m", "stages.teacher_mll"],
-        cwd=repo_copy,
-        env=stage_env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = _prepare(repo_copy, stage_env, stage="teacher_mll")
 
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
