@@ -13,14 +13,17 @@ from kdflow.report.tables import fmt, group_students, mean_std, paired_compariso
 PROTOCOL_TITLES = {"full": "full data", "fewshot": "few-shot", "zeroshot": "omitted classes"}
 
 
-def _figure(path: Path, draw: Any, size: tuple[float, float] = (6, 3.5), ncols: int = 1) -> str:
+def _figure(
+    path: Path, draw: Any, size: tuple[float, float] = (6, 3.5), panels: int | None = None
+) -> str:
+    """Draw into one axis, or with `panels` into a row of that many (draw gets the list)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, ncols, figsize=size, squeeze=False)
-    draw(axes[0, 0] if ncols == 1 else list(axes[0]))
+    fig, axes = plt.subplots(1, panels or 1, figsize=size, squeeze=False)
+    draw(axes[0, 0] if panels is None else list(axes[0]))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     # No "Software" entry: the bytes stay the same across matplotlib patch releases.
@@ -226,8 +229,7 @@ def _curves(curves: dict[Cell, list[float]], protocols: list[str], figures: Path
     if not shown:
         return ["_No student was trained._"]
 
-    def draw(axes: Any) -> None:
-        axes = axes if isinstance(axes, list) else [axes]
+    def draw(axes: list[Any]) -> None:
         for ax, protocol in zip(axes, shown, strict=True):
             for cell, values in curves.items():
                 if cell[2] != protocol:
@@ -244,7 +246,7 @@ def _curves(curves: dict[Cell, list[float]], protocols: list[str], figures: Path
     return [
         "Validation accuracy per epoch, mean over seeds (MCMI teacher solid, MLL dotted, no "
         "teacher dashed); `reports/curves.tsv` holds the same numbers for `dvc plots show`.\n",
-        _figure(figures / "curves.png", draw, (4 * len(shown), 3.5), ncols=len(shown)),
+        _figure(figures / "curves.png", draw, (4 * len(shown), 3.5), panels=len(shown)),
     ]
 
 
@@ -285,7 +287,7 @@ def _assembly(records: list[dict[str, Any]], figures: Path) -> list[str]:
             )
 
     def by_seed(name: str) -> dict[int, float]:
-        return {int(r["name"].rsplit("-s", 1)[1]): r["test_acc"] for r in models[name]}
+        return {r["seed"]: r["test_acc"] for r in models[name]}
 
     lines += [
         "\nPaired by assembly seed: the modular model's test accuracy minus its baselines' "
